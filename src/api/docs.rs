@@ -1,0 +1,45 @@
+//! The OpenAPI document, generated from the handlers' annotations. The committed copy in
+//! `openapi/openapi.json` is checked against it by a test.
+
+use utoipa::OpenApi;
+
+use super::{error, ops, verify};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "stepkto", description = "Judge mathematical reasoning: outcome checker and verdict cache."),
+    paths(verify::verify, ops::health, ops::info, ops::metrics),
+    components(schemas(
+        verify::VerifyRequest,
+        verify::VerifyItem,
+        verify::VerifyBatch,
+        verify::VerifyResult,
+        verify::VerifyBatchResponse,
+        verify::BatchItem,
+        verify::ItemError,
+        error::ErrorBody,
+        crate::outcome::Reason,
+        crate::outcome::Mode,
+        crate::outcome::Options,
+        ops::Health,
+        ops::Info,
+        ops::LimitsInfo,
+    )),
+    tags((name = "verify", description = "Outcome checking"), (name = "ops", description = "Health, info, metrics"))
+)]
+pub struct ApiDoc;
+
+impl ApiDoc {
+    pub fn openapi_doc() -> utoipa::openapi::OpenApi {
+        let mut doc = ApiDoc::openapi();
+        doc.info.version = "v1".into();
+        doc
+    }
+}
+
+/// The document as committed: pretty JSON with a trailing newline, version-independent.
+pub fn openapi_json() -> String {
+    let mut s = ApiDoc::openapi_doc().to_pretty_json().expect("OpenAPI document serialises");
+    s.push('\n');
+    s
+}

@@ -1,0 +1,82 @@
+//! Operational endpoints: `/health`, `/info`, `/metrics`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use crate::outcome::{self, Budget};
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub store: String,
+}
+
+#[utoipa::path(get, path = "/health", responses(
+    (status = 200, description = "Store and engines ready", body = Health),
+    (status = 503, description = "Not ready (database down or migrating)", body = ErrorBody),
+), tag = "ops")]
+pub async fn health(State(st): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
+    match &st.store {
+        None => Ok(Json(Health { status: "ok".into(), store: "disabled".into() })),
+        Some(s) => {
+            s.ping().await.map_err(|e| ApiError::NotReady(format!("verdict store: {e}")))?;
+            Ok(Json(Health { status: "ok".into(), store: s.backend.name().into() }))
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LimitsInfo {
+    pub max_batch: usize,
+    pub body_limit: usize,
+    pub request_timeout_ms: u64,
+    pub max_inflight: usize,
+    #[schema(value_type = Object)]
+    pub budget: Budget,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Info {
+    pub name: String,
+    pub version: String,
+    pub engine: String,
+    /// Loaded step-judging models (none until the judge lands).
+    pub models: Vec<String>,
+    pub store: String,
+    pub store_ready: bool,
+    pub limits: LimitsInfo,
+    pub uptime_secs: u64,
+}
+
+#[utoipa::path(get, path = "/info", responses((status = 200, body = Info)), tag = "ops")]
+pub async fn info(State(st): State<Arc<AppState>>) -> Json<Info> {
+    let l = &st.limits;
+    Json(Info {
+        name: "stepkto".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        engine: outcome::ENGINE_VERSION.into(),
+        models: vec![],
+        store: st.store.as_ref().map(|s| s.backend.name()).unwrap_or("disabled").into(),
+        store_ready: st.store.as_ref().is_some_and(|s| s.ready()),
+        limits: LimitsInfo {
+            max_batch: l.max_batch,
+            body_limit: l.body_limit,
+            request_timeout_ms: l.request_timeout_ms,
+            max_inflight: l.max_inflight,
+            budget: l.budget,
+        },
+        uptime_secs: st.started.elapsed().as_secs(),
+    })
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", body = String)), tag = "ops")]
+pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render())
+}

@@ -1,0 +1,196 @@
+//! Command-line and environment arguments -> a validated [`Config`]. Raw clap structs stop
+//! here; the rest of the program sees only checked values.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::outcome::{Budget, Options};
+
+#[derive(Debug, Parser)]
+#[command(name = "stepkto", version, about = "Judge mathematical reasoning: outcome checker, verdict cache, HTTP service")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (POST /v1/verify, /health, /info, /metrics, /docs).
+    Serve(ServeArgs),
+    /// Check answers in a JSONL file: one output line per input line, same order.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "STEPKTO_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Most items in one batch request.
+    #[arg(long, env = "STEPKTO_MAX_BATCH", default_value_t = 1024)]
+    pub max_batch: usize,
+    /// Largest request body, in bytes (larger bodies get 413).
+    #[arg(long, env = "STEPKTO_BODY_LIMIT", default_value_t = 8 * 1024 * 1024)]
+    pub body_limit: usize,
+    /// Verify requests computed at once; more get 429.
+    #[arg(long, env = "STEPKTO_MAX_INFLIGHT", default_value_t = 256)]
+    pub max_inflight: usize,
+    /// Wall time for a whole request, in milliseconds (504 after it).
+    #[arg(long, env = "STEPKTO_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Input JSONL: {"id", "reference", "candidate", "mode"?} per line.
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Output JSONL (stdout when absent).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Use the verdict cache (the database is not touched otherwise).
+    #[arg(long)]
+    pub cache: bool,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// Database: `sqlite://PATH` (default `sqlite://stepkto.db`) or `postgres://...`.
+    #[arg(long = "database-url", env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+/// Budget of each check (see `outcome::budget`).
+#[derive(Debug, Args)]
+pub struct BudgetArgs {
+    /// Longest whole solution, in bytes.
+    #[arg(long, env = "STEPKTO_MAX_SOLUTION_LEN")]
+    pub max_solution_len: Option<usize>,
+    /// Longest extracted answer, in bytes.
+    #[arg(long, env = "STEPKTO_MAX_ANSWER_LEN")]
+    pub max_answer_len: Option<usize>,
+    /// Deepest nesting followed by the parser.
+    #[arg(long, env = "STEPKTO_MAX_DEPTH")]
+    pub max_depth: Option<usize>,
+    /// Largest exponent evaluated exactly.
+    #[arg(long, env = "STEPKTO_MAX_EXPONENT")]
+    pub max_exponent: Option<u64>,
+    /// Largest n for n!.
+    #[arg(long, env = "STEPKTO_MAX_FACTORIAL")]
+    pub max_factorial: Option<u64>,
+    /// Wall time per check, in milliseconds.
+    #[arg(long, env = "STEPKTO_CHECK_TIME_MS")]
+    pub check_time_ms: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid --addr {0:?}: expected HOST:PORT")]
+    Addr(String),
+    #[error("invalid value for {name}: {why}")]
+    Value { name: &'static str, why: String },
+}
+
+/// Everything the service needs, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub database_url: String,
+    pub limits: Limits,
+}
+
+/// Request-level limits of the HTTP service.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_batch: usize,
+    pub body_limit: usize,
+    pub request_timeout_ms: u64,
+    pub max_inflight: usize,
+    pub budget: Budget,
+    pub options: Options,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch: 1024,
+            body_limit: 8 * 1024 * 1024,
+            request_timeout_ms: 30_000,
+            max_inflight: 256,
+            budget: Budget::default(),
+            options: Options::default(),
+        }
+    }
+}
+
+pub fn database_url(db: &DbArgs) -> String {
+    db.database_url.clone().unwrap_or_else(|| "sqlite://stepkto.db".to_string())
+}
+
+impl BudgetArgs {
+    pub fn to_budget(&self) -> Result<Budget, ConfigError> {
+        let mut b = Budget::default();
+        let positive = |name: &'static str, v: u64| {
+            if v == 0 { Err(ConfigError::Value { name, why: "must be positive".into() }) } else { Ok(v) }
+        };
+        if let Some(v) = self.max_solution_len {
+            b.max_solution_len = positive("--max-solution-len", v as u64)? as usize;
+        }
+        if let Some(v) = self.max_answer_len {
+            b.max_answer_len = positive("--max-answer-len", v as u64)? as usize;
+        }
+        if let Some(v) = self.max_depth {
+            b.max_depth = positive("--max-depth", v as u64)? as usize;
+            if b.max_depth > 10_000 {
+                return Err(ConfigError::Value { name: "--max-depth", why: "at most 10000 (stack safety)".into() });
+            }
+        }
+        if let Some(v) = self.max_exponent {
+            b.max_exponent = positive("--max-exponent", v)?;
+        }
+        if let Some(v) = self.max_factorial {
+            b.max_factorial = positive("--max-factorial", v)?;
+        }
+        if let Some(v) = self.check_time_ms {
+            b.time_ms = positive("--check-time-ms", v)?;
+        }
+        Ok(b)
+    }
+}
+
+impl ServeArgs {
+    pub fn to_config(&self) -> Result<Config, ConfigError> {
+        let addr = self.addr.parse().map_err(|_| ConfigError::Addr(self.addr.clone()))?;
+        if self.max_batch == 0 {
+            return Err(ConfigError::Value { name: "--max-batch", why: "must be positive".into() });
+        }
+        if self.body_limit < 1024 {
+            return Err(ConfigError::Value { name: "--body-limit", why: "at least 1024 bytes".into() });
+        }
+        Ok(Config {
+            addr,
+            database_url: database_url(&self.db),
+            limits: Limits {
+                max_batch: self.max_batch,
+                body_limit: self.body_limit,
+                request_timeout_ms: self.request_timeout_ms.max(1),
+                max_inflight: self.max_inflight.max(1),
+                budget: self.budget.to_budget()?,
+                options: Options::default(),
+            },
+        })
+    }
+}

@@ -1,0 +1,13 @@
+//! stepkto judges mathematical reasoning and trains models to reason better.
+//!
+//! The crate map: [`outcome`] decides whether a final answer equals the reference (pure,
+//! synchronous); [`store`] caches verdicts in SQLite or PostgreSQL; [`api`] serves it all
+//! over HTTP with axum; [`cli`] runs the same engines over JSONL files; [`config`] turns raw
+//! arguments into a validated [`config::Config`]. Dependencies point one way:
+//! `api -> {outcome, store}`, and `outcome` depends on nothing inside the crate.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod outcome;
+pub mod store;

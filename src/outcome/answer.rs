@@ -1,0 +1,476 @@
+//! Typed answers: what kind of mathematical object an answer string denotes.
+//!
+//! The parser gives a tree; this module decides what it *means*: a number or expression, a
+//! set of alternatives, an ordered tuple, intervals, a matrix, an equation, an assignment
+//! (`x = 5`, whose value is the answer), a multiple-choice letter, or text (with synonyms:
+//! "no solution" / empty set / DNE, "all real numbers" / R).
+
+use super::budget::Meter;
+use super::eval::{self, Val};
+use super::expr::{Const, Expr, RelOp, Unit};
+use num_traits::{Signed, Zero};
+
+/// One scalar with the decorations that change how it is compared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar {
+    pub expr: Expr,
+    pub percent: bool,
+    pub degree: bool,
+    pub unit: Option<Unit>,
+}
+
+/// An interval endpoint-pair; a single point `{a}` is `[a, a]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interval {
+    pub lo: Expr,
+    pub hi: Expr,
+    pub lo_closed: bool,
+    pub hi_closed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Scalar(Scalar),
+    /// Unordered alternatives: `1, -2`, `\{1, 2\}`, `x = 1 or x = 2`, `\pm`.
+    Set(Vec<Answer>),
+    /// Ordered: `(1, 2, 3)`. `pair` marks `(a, b)`, which may also be an open interval.
+    Tuple(Vec<Answer>, bool),
+    /// A union of intervals (an inequality in one variable becomes one).
+    Intervals(Vec<Interval>),
+    Matrix(Vec<Vec<Expr>>),
+    /// `lhs = rhs` where the left side is not a name: equal up to a nonzero factor.
+    Equation(Expr, Expr),
+    /// `name = value`: the value is the answer.
+    Assign(Expr, Box<Answer>),
+    /// A relation that is not an interval (`f(2) < f(1) < f(4)`, `x \ne 3`).
+    Relation(Vec<Expr>, Vec<RelOp>),
+    Ratio(Vec<Expr>),
+    Choice(char),
+    Text(String),
+    NoSolution,
+    AllReals,
+}
+
+/// Lower-cased words of a text answer, without TeX wrappers and punctuation.
+pub fn plain_words(s: &str) -> String {
+    let mut t = s.to_string();
+    for w in ["\\text", "\\mathrm", "\\textbf", "\\mbox", "\\textnormal", "\\operatorname", "\\mathbf", "\\boxed"] {
+        t = t.replace(w, " ");
+    }
+    let t: String = t
+        .chars()
+        .map(|c| if c.is_alphanumeric() || c == '(' || c == ')' { c.to_ascii_lowercase() } else { ' ' })
+        .collect();
+    t.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Answers recognised from their words alone, before any parsing.
+pub fn from_words(s: &str) -> Option<Answer> {
+    let w = plain_words(s);
+    let w = w.strip_prefix("the ").unwrap_or(&w).to_string();
+    const NONE: &[&str] = &[
+        "no solution", "no solutions", "no real solution", "no real solutions", "none", "dne", "does not exist",
+        "no such", "empty set", "emptyset", "varnothing", "no real roots", "no roots", "there is no solution",
+        "no answer", "no value", "no values", "not possible", "impossible",
+    ];
+    const ALL: &[&str] = &[
+        "all real numbers", "all reals", "r", "mathbb r", "mathbb{r}", "all real values", "every real number",
+        "all real x", "any real number", "x in r", "x in mathbb r", "infinity infinity",
+    ];
+    if NONE.contains(&w.as_str()) {
+        return Some(Answer::NoSolution);
+    }
+    if ALL.contains(&w.as_str()) {
+        return Some(Answer::AllReals);
+    }
+    let letters = w.replace(['(', ')'], "");
+    let letters = letters.trim();
+    for pre in ["option ", "choice ", "answer ", ""] {
+        if let Some(rest) = letters.strip_prefix(pre) {
+            if rest.len() == 1 && rest.chars().all(|c| ('a'..='e').contains(&c)) && (pre.is_empty() && (w.contains('(') || s.contains("text")) || !pre.is_empty()) {
+                return Some(Answer::Choice(rest.chars().next().unwrap().to_ascii_uppercase()));
+            }
+        }
+    }
+    if let Some(n) = super::units::parse_number_words(&w) {
+        if w.chars().all(|c| c.is_ascii_alphabetic() || c == ' ') {
+            return Some(Answer::Scalar(Scalar::plain(Expr::int(n))));
+        }
+    }
+    None
+}
+
+impl Scalar {
+    pub fn plain(expr: Expr) -> Scalar {
+        Scalar {
+            expr,
+            percent: false,
+            degree: false,
+            unit: None,
+        }
+    }
+}
+
+/// Expand `\pm` into both signs (at most 16 combinations).
+fn expand_pm(e: &Expr) -> Vec<Expr> {
+    let mut n = 0;
+    e.walk(&mut |x| {
+        if matches!(x, Expr::PlusMinus(..)) {
+            n += 1
+        }
+    });
+    if n == 0 || n > 4 {
+        return vec![e.clone()];
+    }
+    let mut out = Vec::new();
+    for mask in 0..(1u32 << n) {
+        let mut k = 0;
+        out.push(replace_pm(e, mask, &mut k));
+    }
+    out
+}
+
+fn replace_pm(e: &Expr, mask: u32, k: &mut u32) -> Expr {
+    let r = |x: &Expr, k: &mut u32| replace_pm(x, mask, k);
+    match e {
+        Expr::PlusMinus(a, b) => {
+            let a2 = r(a, k);
+            let b2 = r(b, k);
+            let neg = mask & (1 << *k) != 0;
+            *k += 1;
+            let b2 = if neg { Expr::Neg(Box::new(b2)) } else { b2 };
+            if a2 == Expr::int(0) { b2 } else { Expr::Add(vec![a2, b2]) }
+        }
+        Expr::Add(v) => Expr::Add(v.iter().map(|x| r(x, k)).collect()),
+        Expr::Mul(v) => Expr::Mul(v.iter().map(|x| r(x, k)).collect()),
+        Expr::Neg(a) => Expr::Neg(Box::new(r(a, k))),
+        Expr::Div(a, b) => {
+            let a = r(a, k);
+            Expr::Div(Box::new(a), Box::new(r(b, k)))
+        }
+        Expr::Pow(a, b) => {
+            let a = r(a, k);
+            Expr::Pow(Box::new(a), Box::new(r(b, k)))
+        }
+        other => other.clone(),
+    }
+}
+
+fn is_inf(e: &Expr) -> Option<bool> {
+    match e {
+        Expr::Const(Const::Inf) => Some(true),
+        Expr::Neg(a) if **a == Expr::Const(Const::Inf) => Some(false),
+        _ => None,
+    }
+}
+
+/// Classify a parsed expression.
+pub fn classify(e: Expr, meter: &mut Meter) -> Answer {
+    match e {
+        Expr::EmptySet => Answer::NoSolution,
+        Expr::Reals => Answer::AllReals,
+        Expr::Set(v) if v.is_empty() => Answer::NoSolution,
+        Expr::Set(v) => flatten_set(v.into_iter().map(|x| classify(x, meter)).collect()),
+        Expr::List(v) if v.is_empty() => Answer::Text(String::new()),
+        Expr::List(v) => {
+            let items: Vec<Answer> = v.into_iter().map(|x| classify(x, meter)).collect();
+            // A list of intervals is their union.
+            if items.len() > 1 && items.iter().all(|a| matches!(a, Answer::Intervals(_))) {
+                return Answer::Intervals(items.into_iter().flat_map(|a| if let Answer::Intervals(v) = a { v } else { vec![] }).collect());
+            }
+            flatten_set(items)
+        }
+        Expr::Seq(o, c, v) => {
+            if v.len() == 2 && (o == '[' || c == ']') && (o != c || o == '[') && !(o == '[' && c == ']' && false) {
+                let mut it = v.into_iter();
+                let (lo, hi) = (it.next().unwrap(), it.next().unwrap());
+                if o == '[' && c == ']' && is_inf(&lo).is_none() && is_inf(&hi).is_none() {
+                    // `[a, b]`: closed interval (a vector would be written with parentheses).
+                }
+                return Answer::Intervals(vec![Interval { lo, hi, lo_closed: o == '[', hi_closed: c == ']' }]);
+            }
+            let pair = v.len() == 2 && o == '(' && c == ')';
+            Answer::Tuple(v.into_iter().map(|x| classify(x, meter)).collect(), pair)
+        }
+        Expr::Union(v) => {
+            let mut ivs = Vec::new();
+            for x in v {
+                match classify(x, meter) {
+                    Answer::Intervals(i) => ivs.extend(i),
+                    Answer::Tuple(t, true) => {
+                        let mut it = t.into_iter();
+                        if let (Some(Answer::Scalar(a)), Some(Answer::Scalar(b))) = (it.next(), it.next()) {
+                            ivs.push(Interval { lo: a.expr, hi: b.expr, lo_closed: false, hi_closed: false });
+                        }
+                    }
+                    Answer::Scalar(s) => ivs.push(Interval { lo: s.expr.clone(), hi: s.expr, lo_closed: true, hi_closed: true }),
+                    Answer::Set(items) => {
+                        for a in items {
+                            if let Answer::Scalar(s) = a {
+                                ivs.push(Interval { lo: s.expr.clone(), hi: s.expr, lo_closed: true, hi_closed: true });
+                            }
+                        }
+                    }
+                    Answer::AllReals => ivs.push(Interval { lo: Expr::Neg(Box::new(Expr::Const(Const::Inf))), hi: Expr::Const(Const::Inf), lo_closed: false, hi_closed: false }),
+                    _ => {}
+                }
+            }
+            Answer::Intervals(ivs)
+        }
+        Expr::Matrix(rows) => Answer::Matrix(rows),
+        Expr::Rel(items, ops) => relation(items, ops, meter),
+        Expr::Ratio(v) => Answer::Ratio(v),
+        Expr::Text(t) => from_words(&t).unwrap_or(Answer::Text(plain_words(&t))),
+        Expr::Sym(s) if s.len() == 1 && ('A'..='E').contains(&s.chars().next().unwrap()) => Answer::Choice(s.chars().next().unwrap()),
+        e => {
+            if let Some(m) = matrix_value(&e) {
+                return Answer::Matrix(m);
+            }
+            let alts = expand_pm(&e);
+            if alts.len() > 1 {
+                return Answer::Set(alts.into_iter().map(|x| Answer::Scalar(scalar(x))).collect());
+            }
+            Answer::Scalar(scalar(e))
+        }
+    }
+}
+
+fn flatten_set(items: Vec<Answer>) -> Answer {
+    let mut out = Vec::new();
+    for a in items {
+        match a {
+            Answer::Set(v) => out.extend(v),
+            Answer::Assign(l, v) if matches!(*v, Answer::Set(_)) => {
+                if let Answer::Set(inner) = *v {
+                    out.extend(inner.into_iter().map(|x| Answer::Assign(l.clone(), Box::new(x))));
+                }
+            }
+            a => out.push(a),
+        }
+    }
+    if out.len() == 1 { out.pop().unwrap() } else { Answer::Set(out) }
+}
+
+/// Strip percent, degree and unit decorations off the top of an expression.
+pub fn scalar(mut e: Expr) -> Scalar {
+    let mut s = Scalar::plain(Expr::int(0));
+    loop {
+        e = match e {
+            Expr::Percent(a) => {
+                s.percent = true;
+                *a
+            }
+            Expr::Degree(a) => {
+                s.degree = true;
+                *a
+            }
+            Expr::WithUnit(a, u) => {
+                s.unit = Some(u);
+                *a
+            }
+            // `3 \text{ cm}` parsed as a product with a unit factor.
+            Expr::Mul(mut v) if v.len() == 2 && matches!(v[1], Expr::Degree(ref x) if **x == Expr::int(1)) => {
+                s.degree = true;
+                v.swap_remove(0)
+            }
+            other => {
+                s.expr = other;
+                return s;
+            }
+        };
+    }
+}
+
+/// Matrix arithmetic written in the answer (`2\begin{pmatrix}..\end{pmatrix}`, `A + B`, `AB`)
+/// reduced to one matrix of entry expressions.
+fn matrix_value(e: &Expr) -> Option<Vec<Vec<Expr>>> {
+    let mut has = false;
+    e.walk(&mut |x| has |= matches!(x, Expr::Matrix(_)));
+    if !has {
+        return None;
+    }
+    match mat(e)? {
+        M::Mat(m) => Some(m),
+        M::Scalar(_) => None,
+    }
+}
+
+enum M {
+    Mat(Vec<Vec<Expr>>),
+    Scalar(Expr),
+}
+
+fn mat(e: &Expr) -> Option<M> {
+    Some(match e {
+        Expr::Matrix(m) => M::Mat(m.clone()),
+        Expr::Mul(v) => {
+            let mut acc = M::Scalar(Expr::int(1));
+            for x in v {
+                acc = match (acc, mat(x)?) {
+                    (M::Scalar(a), M::Scalar(b)) => M::Scalar(Expr::Mul(vec![a, b])),
+                    (M::Scalar(a), M::Mat(m)) | (M::Mat(m), M::Scalar(a)) => {
+                        M::Mat(m.into_iter().map(|r| r.into_iter().map(|c| Expr::Mul(vec![a.clone(), c])).collect()).collect())
+                    }
+                    (M::Mat(a), M::Mat(b)) => {
+                        let (n, k, p) = (a.len(), b.len(), b.first()?.len());
+                        if a.iter().any(|r| r.len() != k) || b.iter().any(|r| r.len() != p) || n * p * k > 10_000 {
+                            return None;
+                        }
+                        M::Mat((0..n).map(|i| (0..p).map(|j| Expr::Add((0..k).map(|t| Expr::Mul(vec![a[i][t].clone(), b[t][j].clone()])).collect())).collect()).collect())
+                    }
+                };
+            }
+            acc
+        }
+        Expr::Add(v) => {
+            let mut acc: Option<Vec<Vec<Expr>>> = None;
+            for x in v {
+                let M::Mat(m) = mat(x)? else { return None };
+                acc = Some(match acc {
+                    None => m,
+                    Some(a) => {
+                        if a.len() != m.len() || a.iter().zip(&m).any(|(r, s)| r.len() != s.len()) {
+                            return None;
+                        }
+                        a.into_iter().zip(m).map(|(r, s)| r.into_iter().zip(s).map(|(x, y)| Expr::Add(vec![x, y])).collect()).collect()
+                    }
+                });
+            }
+            M::Mat(acc?)
+        }
+        Expr::Neg(a) => match mat(a)? {
+            M::Mat(m) => M::Mat(m.into_iter().map(|r| r.into_iter().map(|c| Expr::Neg(Box::new(c))).collect()).collect()),
+            M::Scalar(s) => M::Scalar(Expr::Neg(Box::new(s))),
+        },
+        Expr::Div(a, b) => match (mat(a)?, mat(b)?) {
+            (M::Mat(m), M::Scalar(s)) => M::Mat(m.into_iter().map(|r| r.into_iter().map(|c| Expr::Div(Box::new(c), Box::new(s.clone()))).collect()).collect()),
+            (M::Scalar(x), M::Scalar(y)) => M::Scalar(Expr::Div(Box::new(x), Box::new(y))),
+            _ => return None,
+        },
+        other => {
+            let mut has = false;
+            other.walk(&mut |x| has |= matches!(x, Expr::Matrix(_)));
+            if has {
+                return None;
+            }
+            M::Scalar(other.clone())
+        }
+    })
+}
+
+/// `x = 5`, `x \in [0, 1)`, `-2 \le x < 7`, `2x + 4y = 3`, `x \approx 1.3`.
+fn relation(mut items: Vec<Expr>, mut ops: Vec<RelOp>, meter: &mut Meter) -> Answer {
+    // In a chain, `\approx` parts after an exact `=` are commentary: `x = 1/3 \approx 0.33`.
+    if let Some(k) = ops.iter().position(|o| *o == RelOp::Approx) {
+        if ops[..k].contains(&RelOp::Eq) {
+            ops.truncate(k);
+            items.truncate(k + 1);
+        } else {
+            ops = ops.into_iter().map(|o| if o == RelOp::Approx { RelOp::Eq } else { o }).collect();
+        }
+    }
+    if ops.iter().all(|o| *o == RelOp::Eq) {
+        let last = items.pop().unwrap();
+        let first = items.swap_remove(0);
+        if ops.len() == 1 && !first.is_label() {
+            return Answer::Equation(first, last);
+        }
+        // `x = 5+5+1 = 11`: the last member of a chain is the value.
+        return Answer::Assign(first, Box::new(classify(last, meter)));
+    }
+    if ops.len() == 1 && ops[0] == RelOp::In {
+        let set = items.pop().unwrap();
+        let name = items.pop().unwrap();
+        return Answer::Assign(name, Box::new(classify(set, meter)));
+    }
+    if ops.iter().all(|o| o.is_order()) {
+        if let Some(iv) = to_intervals(&items, &ops, meter) {
+            return Answer::Intervals(iv);
+        }
+    }
+    Answer::Relation(items, ops)
+}
+
+fn neg_inf() -> Expr {
+    Expr::Neg(Box::new(Expr::Const(Const::Inf)))
+}
+
+/// One-variable inequalities as intervals. Handles `x op c`, `c op x`, linear `a x + b op c`
+/// (sign of `a` flips the relation), `a op MID op b` chains and `|x| op c`.
+fn to_intervals(items: &[Expr], ops: &[RelOp], meter: &mut Meter) -> Option<Vec<Interval>> {
+    let consts: Vec<bool> = items.iter().map(|e| {
+        let mut s = Vec::new();
+        e.symbols(&mut s);
+        s.is_empty()
+    }).collect();
+    if items.len() == 3 && consts[0] && !consts[1] && consts[2] {
+        let up = matches!(ops[0], RelOp::Lt | RelOp::Le) && matches!(ops[1], RelOp::Lt | RelOp::Le);
+        let down = matches!(ops[0], RelOp::Gt | RelOp::Ge) && matches!(ops[1], RelOp::Gt | RelOp::Ge);
+        if !(up || down) {
+            return None;
+        }
+        let (lo, hi, lc, hc) = if up {
+            (&items[0], &items[2], ops[0] == RelOp::Le, ops[1] == RelOp::Le)
+        } else {
+            (&items[2], &items[0], ops[1] == RelOp::Ge, ops[0] == RelOp::Ge)
+        };
+        if let Expr::Func(f, a) = &items[1] {
+            if f == "abs" && matches!(a[0], Expr::Sym(_)) {
+                // a <= |x| <= b  ->  [-b, -a] U [a, b]
+                let n = |e: &Expr| Expr::Neg(Box::new(e.clone()));
+                return Some(vec![
+                    Interval { lo: n(hi), hi: n(lo), lo_closed: hc, hi_closed: lc },
+                    Interval { lo: lo.clone(), hi: hi.clone(), lo_closed: lc, hi_closed: hc },
+                ]);
+            }
+        }
+        return Some(vec![Interval { lo: lo.clone(), hi: hi.clone(), lo_closed: lc, hi_closed: hc }]);
+    }
+    if items.len() != 2 {
+        return None;
+    }
+    // Normalise to `VAR op c`.
+    let (var, op, c) = if consts[1] && !consts[0] {
+        (&items[0], ops[0], items[1].clone())
+    } else if consts[0] && !consts[1] {
+        (&items[1], ops[0].flip(), items[0].clone())
+    } else {
+        return None;
+    };
+    let (op, c) = match var {
+        Expr::Sym(_) => (op, c),
+        Expr::Func(f, a) if f == "abs" && matches!(a[0], Expr::Sym(_)) => {
+            let n = Expr::Neg(Box::new(c.clone()));
+            return Some(match op {
+                RelOp::Lt | RelOp::Le => vec![Interval { lo: n, hi: c, lo_closed: op == RelOp::Le, hi_closed: op == RelOp::Le }],
+                _ => vec![
+                    Interval { lo: neg_inf(), hi: n, lo_closed: false, hi_closed: op == RelOp::Ge },
+                    Interval { lo: c, hi: Expr::Const(Const::Inf), lo_closed: op == RelOp::Ge, hi_closed: false },
+                ],
+            });
+        }
+        other => {
+            // Linear in one symbol: a*x + b, found by evaluating at 0, 1, 2.
+            let mut syms = Vec::new();
+            other.symbols(&mut syms);
+            if syms.len() != 1 {
+                return None;
+            }
+            let at = |x: i64, m: &mut Meter| eval::eval(other, &[(syms[0].clone(), Val::real(eval::rat(x, 1)))], m).ok();
+            let (f0, f1, f2) = (at(0, meter)?, at(1, meter)?, at(2, meter)?);
+            let (f0, f1, f2) = (f0.as_real_q()?.clone(), f1.as_real_q()?.clone(), f2.as_real_q()?.clone());
+            let a = &f1 - &f0;
+            if a.is_zero() || &f2 - &f1 != a {
+                return None;
+            }
+            let cv = eval::eval(&c, &[], meter).ok()?.as_real_q()?.clone();
+            let root = (cv - f0) / &a;
+            let op = if a.is_negative() { op.flip() } else { op };
+            (op, Expr::Num(root))
+        }
+    };
+    Some(vec![match op {
+        RelOp::Lt | RelOp::Le => Interval { lo: neg_inf(), hi: c, lo_closed: false, hi_closed: op == RelOp::Le },
+        _ => Interval { lo: c, hi: Expr::Const(Const::Inf), lo_closed: op == RelOp::Ge, hi_closed: false },
+    }])
+}

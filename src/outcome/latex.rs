@@ -1,0 +1,791 @@
+//! LaTeX / plain text -> [`Expr`]: a precedence-climbing parser over [`lex`] tokens.
+//!
+//! Precedence, loosest first: `;` lists, `,`/`and`/`or` lists, relations (`= < \le \in`),
+//! ratios (`:`), unions (`\cup`), sums (`+ - \pm`), products (`\cdot \times / \div` and
+//! juxtaposition), unary signs, powers, postfix (`!`, `%`, degrees, subscripts).
+//! Every recursion is depth-checked and every loop ticks the [`Meter`], so hostile input
+//! ends in a [`BudgetError`], never a stack overflow or a hang.
+
+use super::budget::{BudgetError, Meter};
+use super::expr::{Const, Expr, RelOp};
+use super::lex::{Tok, normalize, tokenize};
+use super::units;
+use num_bigint::BigInt;
+use num_rational::BigRational;
+use num_traits::{One, Zero};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseError {
+    #[error("unexpected {0}")]
+    Unexpected(String),
+    #[error("unexpected end of input")]
+    End,
+    #[error("{0}")]
+    Budget(#[from] BudgetError),
+}
+
+/// Parse one answer. The input must already be within the length budget.
+pub fn parse(s: &str, meter: &mut Meter) -> Result<Expr, ParseError> {
+    let toks = tokenize(&normalize(s));
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        depth: 0,
+        abs_open: 0,
+        meter,
+    };
+    let e = p.list_semi()?;
+    if p.pos < p.toks.len() {
+        return Err(ParseError::Unexpected(format!("{:?}", p.toks[p.pos].0)));
+    }
+    Ok(e)
+}
+
+struct Parser<'m> {
+    toks: Vec<(Tok, bool)>,
+    pos: usize,
+    depth: usize,
+    abs_open: usize,
+    meter: &'m mut Meter,
+}
+
+fn q(n: i64) -> BigRational {
+    BigRational::from_integer(BigInt::from(n))
+}
+
+/// Exact value of a decimal literal and its number of decimals.
+pub fn decimal_value(lit: &str) -> Option<(BigRational, u32)> {
+    let (mant, exp) = match lit.find(['e', 'E']) {
+        Some(k) => (&lit[..k], lit[k + 1..].parse::<i64>().ok()?),
+        None => (lit, 0),
+    };
+    let (ip, fp) = mant.split_once('.').unwrap_or((mant, ""));
+    let digits = format!("{ip}{fp}");
+    let n: BigInt = if digits.is_empty() { BigInt::zero() } else { digits.parse().ok()? };
+    let mut v = BigRational::new(n, num_traits::pow(BigInt::from(10), fp.len()));
+    if exp.unsigned_abs() > 400 {
+        return None;
+    }
+    let p = BigRational::from_integer(num_traits::pow(BigInt::from(10), exp.unsigned_abs() as usize));
+    if exp > 0 {
+        v *= p;
+    } else if exp < 0 {
+        v /= p;
+    }
+    let decimals = (fp.len() as i64 - exp).max(0) as u32;
+    Some((v, decimals))
+}
+
+const FUNCS: &[&str] = &[
+    "sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "ln",
+    "log", "lg", "exp", "det", "gcd", "lcm", "max", "min",
+];
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos).map(|t| &t.0)
+    }
+    fn space_before(&self) -> bool {
+        self.toks.get(self.pos).is_some_and(|t| t.1)
+    }
+    fn bump(&mut self) -> Option<Tok> {
+        let t = self.toks.get(self.pos).map(|t| t.0.clone());
+        self.pos += 1;
+        t
+    }
+    fn is_ch(&self, c: char) -> bool {
+        self.peek() == Some(&Tok::Ch(c))
+    }
+    fn is_cmd(&self, name: &str) -> bool {
+        matches!(self.peek(), Some(Tok::Cmd(n)) if n == name)
+    }
+    fn eat_ch(&mut self, c: char) -> bool {
+        if self.is_ch(c) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        self.meter.depth(self.depth)?;
+        self.meter.tick()?;
+        Ok(())
+    }
+
+    fn list_semi(&mut self) -> Result<Expr, ParseError> {
+        let mut items = vec![self.list()?];
+        while self.eat_ch(';') {
+            if self.at_end_of_item() {
+                continue;
+            }
+            items.push(self.list()?);
+        }
+        Ok(if items.len() == 1 { items.pop().unwrap() } else { Expr::List(items) })
+    }
+
+    fn at_end_of_item(&self) -> bool {
+        match self.peek() {
+            None => true,
+            Some(Tok::Ch(c)) => matches!(c, ')' | ']' | '}' | ';' | ',' | '|' | '&'),
+            Some(Tok::Cmd(c)) => matches!(c.as_str(), "}" | "\\" | "end" | "rangle" | "rfloor" | "rceil"),
+            _ => false,
+        }
+    }
+
+    fn is_sep(&self) -> bool {
+        matches!(self.peek(), Some(Tok::Ch(',')) | Some(Tok::Sep))
+            || matches!(self.peek(), Some(Tok::Cmd(c)) if c == "quad" || c == "qquad")
+    }
+
+    fn list(&mut self) -> Result<Expr, ParseError> {
+        self.enter()?;
+        while self.is_sep() {
+            self.pos += 1;
+        }
+        let mut items = Vec::new();
+        if !self.at_end_of_item() {
+            items.push(self.rel()?);
+        }
+        while self.is_sep() {
+            while self.is_sep() {
+                self.pos += 1;
+            }
+            if self.at_end_of_item() {
+                break;
+            }
+            items.push(self.rel()?);
+        }
+        self.depth -= 1;
+        Ok(match items.len() {
+            0 => Expr::List(vec![]),
+            1 => items.pop().unwrap(),
+            _ => Expr::List(items),
+        })
+    }
+
+    fn rel_op(&self) -> Option<(RelOp, usize)> {
+        let t = self.peek()?;
+        let next = self.toks.get(self.pos + 1).map(|t| &t.0);
+        Some(match t {
+            Tok::Ch('=') => (RelOp::Eq, 1),
+            Tok::Ch('<') if next == Some(&Tok::Ch('=')) => (RelOp::Le, 2),
+            Tok::Ch('>') if next == Some(&Tok::Ch('=')) => (RelOp::Ge, 2),
+            Tok::Ch('!') if next == Some(&Tok::Ch('=')) => (RelOp::Ne, 2),
+            Tok::Ch('<') => (RelOp::Lt, 1),
+            Tok::Ch('>') => (RelOp::Gt, 1),
+            Tok::Cmd(c) => match c.as_str() {
+                "le" | "leq" | "leqslant" => (RelOp::Le, 1),
+                "ge" | "geq" | "geqslant" => (RelOp::Ge, 1),
+                "lt" => (RelOp::Lt, 1),
+                "gt" => (RelOp::Gt, 1),
+                "ne" | "neq" => (RelOp::Ne, 1),
+                "approx" | "simeq" | "thickapprox" => (RelOp::Approx, 1),
+                "in" => (RelOp::In, 1),
+                "equiv" => (RelOp::Eq, 1),
+                _ => return None,
+            },
+            _ => return None,
+        })
+    }
+
+    fn rel(&mut self) -> Result<Expr, ParseError> {
+        let first = self.ratio()?;
+        let mut items = vec![first];
+        let mut ops = Vec::new();
+        while let Some((op, n)) = self.rel_op() {
+            self.pos += n;
+            ops.push(op);
+            items.push(self.ratio()?);
+        }
+        Ok(if ops.is_empty() { items.pop().unwrap() } else { Expr::Rel(items, ops) })
+    }
+
+    fn ratio(&mut self) -> Result<Expr, ParseError> {
+        let mut items = vec![self.union()?];
+        while self.is_ch(':') {
+            self.pos += 1;
+            items.push(self.union()?);
+        }
+        Ok(if items.len() == 1 { items.pop().unwrap() } else { Expr::Ratio(items) })
+    }
+
+    fn union(&mut self) -> Result<Expr, ParseError> {
+        let mut items = vec![self.sum()?];
+        while self.is_cmd("cup") || self.is_ch('U') {
+            self.pos += 1;
+            items.push(self.sum()?);
+        }
+        Ok(if items.len() == 1 { items.pop().unwrap() } else { Expr::Union(items) })
+    }
+
+    fn sum(&mut self) -> Result<Expr, ParseError> {
+        self.enter()?;
+        let mut terms = vec![self.product()?];
+        loop {
+            self.meter.tick()?;
+            if self.eat_ch('+') {
+                terms.push(self.product()?);
+            } else if self.is_ch('-') {
+                self.pos += 1;
+                terms.push(Expr::Neg(Box::new(self.product()?)));
+            } else if self.is_cmd("pm") || self.is_cmd("mp") {
+                self.pos += 1;
+                let rhs = self.product()?;
+                let lhs = if terms.len() == 1 { terms.pop().unwrap() } else { Expr::Add(std::mem::take(&mut terms)) };
+                terms = vec![Expr::PlusMinus(Box::new(lhs), Box::new(rhs))];
+            } else {
+                break;
+            }
+        }
+        self.depth -= 1;
+        Ok(if terms.len() == 1 { terms.pop().unwrap() } else { Expr::Add(terms) })
+    }
+
+    /// Can the next token start a factor of an implicit product?
+    fn starts_factor(&self) -> bool {
+        match self.peek() {
+            Some(Tok::Num(_)) | Some(Tok::Text(_)) => true,
+            Some(Tok::Word(w)) => !units::is_percent_word(w),
+            Some(Tok::Ch(c)) => matches!(c, '(' | '{') || (*c == '|' && self.abs_open == 0),
+            Some(Tok::Cmd(c)) => !matches!(
+                c.as_str(),
+                "cdot" | "times" | "div" | "pm" | "mp" | "cup" | "cap" | "le" | "leq" | "ge" | "geq" | "lt"
+                    | "gt" | "ne" | "neq" | "approx" | "in" | "quad" | "qquad" | "\\" | "}" | "end" | "rangle"
+                    | "rfloor" | "rceil" | "to" | "rightarrow" | "Rightarrow" | "implies" | "equiv" | "simeq"
+                    | "leqslant" | "geqslant" | "degree" | "thickapprox" | "ldots" | "dots" | "cdots"
+            ),
+            _ => false,
+        }
+    }
+
+    fn product(&mut self) -> Result<Expr, ParseError> {
+        self.enter()?;
+        let mut f = vec![self.unary()?];
+        loop {
+            self.meter.tick()?;
+            if self.is_ch('*') || self.is_cmd("cdot") || self.is_cmd("times") {
+                self.pos += 1;
+                f.push(self.unary()?);
+            } else if self.is_ch('/') || self.is_cmd("div") {
+                self.pos += 1;
+                let d = self.unary()?;
+                let n = if f.len() == 1 { f.pop().unwrap() } else { Expr::Mul(std::mem::take(&mut f)) };
+                f = vec![Expr::Div(Box::new(n), Box::new(d))];
+            } else if let Some(u) = self.unit_here() {
+                let n = if f.len() == 1 { f.pop().unwrap() } else { Expr::Mul(std::mem::take(&mut f)) };
+                f = vec![Expr::WithUnit(Box::new(n), u)];
+            } else if self.starts_factor() {
+                f.push(self.power()?);
+            } else {
+                break;
+            }
+        }
+        self.depth -= 1;
+        Ok(if f.len() == 1 { f.pop().unwrap() } else { Expr::Mul(f) })
+    }
+
+    /// A unit after a quantity: `\text{ cm}`, `cm`, ` m` (single letters need a space),
+    /// optionally squared or cubed.
+    fn unit_here(&mut self) -> Option<super::expr::Unit> {
+        let (word, spaced) = match self.peek()? {
+            Tok::Text(t) => (t.clone(), true),
+            Tok::Word(w) => (w.clone(), self.space_before()),
+            _ => return None,
+        };
+        let mut u = units::lookup(word.trim())?;
+        if word.trim().len() == 1 && !spaced {
+            return None;
+        }
+        self.pos += 1;
+        if self.is_ch('^') {
+            if let Some((Tok::Num(n), _)) = self.toks.get(self.pos + 1) {
+                if let Ok(k) = n.parse::<i8>() {
+                    u = units::power(&u, k);
+                    self.pos += 2;
+                }
+            } else if self.toks.get(self.pos + 1).map(|t| &t.0) == Some(&Tok::Ch('{')) {
+                if let (Some((Tok::Num(n), _)), Some((Tok::Ch('}'), _))) =
+                    (self.toks.get(self.pos + 2), self.toks.get(self.pos + 3))
+                {
+                    if let Ok(k) = n.parse::<i8>() {
+                        u = units::power(&u, k);
+                        self.pos += 4;
+                    }
+                }
+            }
+        }
+        Some(u)
+    }
+
+    fn unary(&mut self) -> Result<Expr, ParseError> {
+        self.enter()?;
+        let r = if self.eat_ch('-') {
+            Expr::Neg(Box::new(self.unary()?))
+        } else if self.eat_ch('+') {
+            self.unary()?
+        } else if self.is_cmd("pm") || self.is_cmd("mp") {
+            self.pos += 1;
+            Expr::PlusMinus(Box::new(Expr::int(0)), Box::new(self.unary()?))
+        } else {
+            self.power()?
+        };
+        self.depth -= 1;
+        Ok(r)
+    }
+
+    fn power(&mut self) -> Result<Expr, ParseError> {
+        self.enter()?;
+        let mut base = self.postfix()?;
+        while self.is_ch('^') {
+            self.pos += 1;
+            let exp = self.tex_arg(true)?;
+            base = Expr::Pow(Box::new(base), Box::new(exp));
+            base = self.postfix_ops(base)?;
+        }
+        self.depth -= 1;
+        Ok(base)
+    }
+
+    fn postfix(&mut self) -> Result<Expr, ParseError> {
+        let p = self.primary()?;
+        self.postfix_ops(p)
+    }
+
+    fn postfix_ops(&mut self, mut e: Expr) -> Result<Expr, ParseError> {
+        loop {
+            self.meter.tick()?;
+            match self.peek() {
+                Some(Tok::Ch('!')) if self.toks.get(self.pos + 1).map(|t| &t.0) != Some(&Tok::Ch('=')) => {
+                    self.pos += 1;
+                    e = Expr::Fact(Box::new(e));
+                }
+                Some(Tok::Ch('%')) => {
+                    self.pos += 1;
+                    e = Expr::Percent(Box::new(e));
+                }
+                Some(Tok::Word(w)) if units::is_percent_word(w) => {
+                    self.pos += 1;
+                    e = Expr::Percent(Box::new(e));
+                }
+                Some(Tok::Cmd(c)) if c == "degree" => {
+                    self.pos += 1;
+                    e = Expr::Degree(Box::new(e));
+                }
+                Some(Tok::Ch('\'')) => {
+                    self.pos += 1;
+                    if let Expr::Sym(s) = &mut e {
+                        s.push('\'');
+                    }
+                }
+                Some(Tok::Ch('_')) => {
+                    self.pos += 1;
+                    let sub = self.tex_arg(false)?;
+                    e = match e {
+                        Expr::Sym(s) => Expr::Sym(format!("{s}_{sub}")),
+                        Expr::Num(n) if n.is_integer() => {
+                            let b = match &sub {
+                                Expr::Num(b) if b.is_integer() => b.to_integer().to_string().parse::<u32>().ok(),
+                                _ => None,
+                            };
+                            match b {
+                                Some(b) if (2..=36).contains(&b) => Expr::Base(n.to_integer().to_string(), b),
+                                _ => Expr::Num(n),
+                            }
+                        }
+                        other => other,
+                    };
+                }
+                _ => return Ok(e),
+            }
+        }
+    }
+
+    /// A TeX macro argument: `{...}`, or a single token (`\frac12` reads `1` then `2`).
+    /// In an exponent a leading sign is allowed (`x^-1`).
+    fn tex_arg(&mut self, exponent: bool) -> Result<Expr, ParseError> {
+        self.enter()?;
+        let r = match self.peek() {
+            Some(Tok::Ch('{')) => {
+                self.pos += 1;
+                let e = self.list_semi()?;
+                self.eat_ch('}');
+                e
+            }
+            Some(Tok::Num(n)) => {
+                let n = n.clone();
+                if n.len() > 1 && !exponent {
+                    // Split `12` into `1` and a pushed-back `2`.
+                    let (first, rest) = n.split_at(1);
+                    self.toks[self.pos].0 = Tok::Num(rest.to_string());
+                    self.toks[self.pos].1 = false;
+                    decimal_value(first).map(|(v, _)| Expr::Num(v)).ok_or(ParseError::End)?
+                } else {
+                    self.pos += 1;
+                    number_expr(&n)?
+                }
+            }
+            Some(Tok::Word(w)) if w.len() > 1 => {
+                let w = w.clone();
+                let (first, rest) = w.split_at(1);
+                self.toks[self.pos].0 = Tok::Word(rest.to_string());
+                self.toks[self.pos].1 = false;
+                letter(first)
+            }
+            Some(Tok::Ch('-')) if exponent => {
+                self.pos += 1;
+                Expr::Neg(Box::new(self.tex_arg(true)?))
+            }
+            _ => self.primary()?,
+        };
+        self.depth -= 1;
+        Ok(r)
+    }
+
+    fn group(&mut self, close: char) -> Result<Expr, ParseError> {
+        let e = self.list_semi()?;
+        if !self.eat_ch(close) {
+            return Err(match self.peek() {
+                None => ParseError::End,
+                Some(t) => ParseError::Unexpected(format!("{t:?}")),
+            });
+        }
+        Ok(e)
+    }
+
+    fn primary(&mut self) -> Result<Expr, ParseError> {
+        self.enter()?;
+        let tok = self.bump().ok_or(ParseError::End)?;
+        let r = match tok {
+            Tok::Num(n) => {
+                let mut e = number_expr(&n)?;
+                // Repeating decimal: `0.\overline{3}`, `0.1\overline{6}`.
+                if self.is_cmd("overline") && !self.space_before() && n.contains('.') {
+                    self.pos += 1;
+                    let rep = self.tex_arg(true)?;
+                    if let Expr::Num(r) = &rep {
+                        let digits = r.to_integer().to_string();
+                        e = repeating(&n, &digits).map(|v| Expr::Num(v)).unwrap_or(e);
+                    }
+                }
+                // Mixed number: `2\frac{1}{2}`.
+                if self.is_cmd("frac") && n.chars().all(|c| c.is_ascii_digit()) {
+                    let save = self.pos;
+                    self.pos += 1;
+                    let a = self.tex_arg(false)?;
+                    let b = self.tex_arg(false)?;
+                    match (&a, &b) {
+                        (Expr::Num(x), Expr::Num(y)) if x.is_integer() && y.is_integer() && !y.is_zero() && x < y => {
+                            if let Expr::Num(w) = &e {
+                                e = Expr::Num(w + x / y);
+                            }
+                        }
+                        _ => self.pos = save,
+                    }
+                }
+                e
+            }
+            Tok::Word(w) => self.word(w)?,
+            Tok::Text(t) => text_expr(&t),
+            Tok::Sep => return Err(ParseError::Unexpected("separator".into())),
+            Tok::Ch('(') => {
+                let e = self.list_semi()?;
+                match self.bump() {
+                    Some(Tok::Ch(c @ (')' | ']'))) => seq('(', c, e),
+                    Some(t) => return Err(ParseError::Unexpected(format!("{t:?}"))),
+                    None => return Err(ParseError::End),
+                }
+            }
+            Tok::Ch('[') => {
+                let e = self.list_semi()?;
+                match self.bump() {
+                    Some(Tok::Ch(c @ (')' | ']'))) => seq('[', c, e),
+                    Some(t) => return Err(ParseError::Unexpected(format!("{t:?}"))),
+                    None => return Err(ParseError::End),
+                }
+            }
+            Tok::Ch('{') => {
+                let e = self.group('}')?;
+                match e {
+                    Expr::List(v) => Expr::Set(v),
+                    other => other,
+                }
+            }
+            Tok::Ch('|') => {
+                self.abs_open += 1;
+                let e = self.sum()?;
+                self.abs_open -= 1;
+                if !self.eat_ch('|') {
+                    return Err(ParseError::End);
+                }
+                Expr::Func("abs".into(), vec![e])
+            }
+            Tok::Cmd(c) => self.command(&c)?,
+            Tok::Ch(c) => return Err(ParseError::Unexpected(c.to_string())),
+        };
+        self.depth -= 1;
+        Ok(r)
+    }
+
+    fn word(&mut self, w: String) -> Result<Expr, ParseError> {
+        let lower = w.to_ascii_lowercase();
+        if FUNCS.contains(&lower.as_str()) || lower == "sqrt" {
+            return self.function(&lower);
+        }
+        Ok(match lower.as_str() {
+            "pi" => Expr::Const(Const::Pi),
+            "inf" | "infinity" | "infty" => Expr::Const(Const::Inf),
+            _ if w.len() == 1 => letter(&w),
+            _ if w.len() == 2 => Expr::Mul(w.chars().map(|c| letter(&c.to_string())).collect()),
+            _ => match units::number_word(&lower) {
+                Some(n) => Expr::int(n),
+                None => Expr::Text(w),
+            },
+        })
+    }
+
+    /// `\sin x`, `\sin^2(x)`, `\log_2 8`, `\sqrt[3]{x}`.
+    fn function(&mut self, name: &str) -> Result<Expr, ParseError> {
+        if name == "sqrt" {
+            let index = if self.eat_ch('[') {
+                let i = self.sum()?;
+                self.eat_ch(']');
+                Some(i)
+            } else {
+                None
+            };
+            let arg = self.tex_arg(false)?;
+            return Ok(match index {
+                Some(i) => Expr::Root(Box::new(arg), Box::new(i)),
+                None => Expr::Root(Box::new(arg), Box::new(Expr::int(2))),
+            });
+        }
+        let mut base = None;
+        let mut power = None;
+        for _ in 0..2 {
+            if self.eat_ch('_') {
+                base = Some(self.tex_arg(false)?);
+            } else if self.eat_ch('^') {
+                power = Some(self.tex_arg(true)?);
+            }
+        }
+        let arg = if self.is_ch('(') {
+            self.pos += 1;
+            let e = self.list()?;
+            self.eat_ch(')');
+            e
+        } else {
+            // `\sin 2x` reads the whole product `2x`, but stops at the next function.
+            let mut f = vec![self.power()?];
+            while self.starts_factor() && !self.next_is_function() && !self.is_ch('(') {
+                f.push(self.power()?);
+            }
+            if f.len() == 1 { f.pop().unwrap() } else { Expr::Mul(f) }
+        };
+        let mut args = match arg {
+            Expr::List(v) if matches!(name, "gcd" | "lcm" | "max" | "min") => v,
+            a => vec![a],
+        };
+        let name = match name {
+            "lg" => "log".to_string(),
+            n => n.to_string(),
+        };
+        if let Some(b) = base {
+            args.push(b);
+        }
+        let f = Expr::Func(name, args);
+        Ok(match power {
+            // `\sin^{-1} x` is arcsin.
+            Some(Expr::Neg(p)) if *p == Expr::int(1) => match &f {
+                Expr::Func(n, a) if matches!(n.as_str(), "sin" | "cos" | "tan") => Expr::Func(format!("arc{n}"), a.clone()),
+                _ => Expr::Pow(Box::new(f), Box::new(Expr::Neg(p))),
+            },
+            Some(p) => Expr::Pow(Box::new(f), Box::new(p)),
+            None => f,
+        })
+    }
+
+    fn next_is_function(&self) -> bool {
+        match self.peek() {
+            Some(Tok::Cmd(c)) | Some(Tok::Word(c)) => FUNCS.contains(&c.as_str()),
+            _ => false,
+        }
+    }
+
+    fn command(&mut self, c: &str) -> Result<Expr, ParseError> {
+        Ok(match c {
+            "frac" | "over" => {
+                let a = self.tex_arg(false)?;
+                let b = self.tex_arg(false)?;
+                Expr::Div(Box::new(a), Box::new(b))
+            }
+            "binom" | "choose" => {
+                let a = self.tex_arg(false)?;
+                let b = self.tex_arg(false)?;
+                Expr::Func("binom".into(), vec![a, b])
+            }
+            "sqrt" => self.function("sqrt")?,
+            "boxed" | "fbox" | "mathbb" | "overline" | "underline" | "hat" | "vec" | "mathcal" | "bar" | "widehat"
+            | "overrightarrow" | "mathbf" | "bm" | "boldsymbol" => {
+                let e = self.tex_arg(false)?;
+                match (c, &e) {
+                    ("mathbb", Expr::Sym(s)) if s == "R" => Expr::Reals,
+                    _ => e,
+                }
+            }
+            "pi" => Expr::Const(Const::Pi),
+            "infty" | "infinity" => Expr::Const(Const::Inf),
+            "emptyset" | "varnothing" => Expr::EmptySet,
+            "R" | "Reals" => Expr::Reals,
+            "{" => {
+                let e = self.list_semi()?;
+                if !(self.is_cmd("}")) {
+                    return Err(ParseError::End);
+                }
+                self.pos += 1;
+                match e {
+                    Expr::List(v) => Expr::Set(v),
+                    Expr::Rel(..) => Expr::Set(vec![e]),
+                    other => Expr::Set(vec![other]),
+                }
+            }
+            "lfloor" | "lceil" => {
+                let e = self.sum()?;
+                self.pos += 1; // the matching \rfloor / \rceil
+                Expr::Func(if c == "lfloor" { "floor" } else { "ceil" }.into(), vec![e])
+            }
+            "langle" => {
+                let e = self.list()?;
+                self.pos += 1;
+                seq('(', ')', e)
+            }
+            "lvert" | "vert" | "mid" => {
+                let e = self.sum()?;
+                self.pos += 1;
+                Expr::Func("abs".into(), vec![e])
+            }
+            "begin" => self.environment()?,
+            "ldots" | "dots" | "cdots" => Expr::Text("...".into()),
+            "degree" => Expr::Degree(Box::new(Expr::int(1))),
+            name if FUNCS.contains(&name) => self.function(name)?,
+            "arcsec" | "arccsc" | "arccot" | "operatorname" => self.function(c)?,
+            name if name.len() > 1 && name.chars().all(|c| c.is_ascii_alphabetic()) => Expr::Sym(name.to_string()),
+            other => return Err(ParseError::Unexpected(format!("\\{other}"))),
+        })
+    }
+
+    /// `\begin{pmatrix} a & b \\ c & d \end{pmatrix}` (also bmatrix, matrix, array, ...).
+    fn environment(&mut self) -> Result<Expr, ParseError> {
+        // The environment name arrives as `{ Word }`.
+        let mut name = String::new();
+        if self.eat_ch('{') {
+            while let Some(t) = self.bump() {
+                match t {
+                    Tok::Ch('}') => break,
+                    Tok::Word(w) => name.push_str(&w),
+                    Tok::Ch('*') => name.push('*'),
+                    _ => {}
+                }
+            }
+        }
+        if name == "array" && self.is_ch('{') {
+            // Column spec `{cc}`.
+            while let Some(t) = self.bump() {
+                if t == Tok::Ch('}') {
+                    break;
+                }
+            }
+        }
+        let mut rows: Vec<Vec<Expr>> = vec![vec![]];
+        loop {
+            self.meter.tick()?;
+            if self.is_cmd("end") {
+                self.pos += 1;
+                if self.eat_ch('{') {
+                    while let Some(t) = self.bump() {
+                        if t == Tok::Ch('}') {
+                            break;
+                        }
+                    }
+                }
+                break;
+            }
+            if self.peek().is_none() {
+                return Err(ParseError::End);
+            }
+            if self.is_cmd("\\") {
+                self.pos += 1;
+                rows.push(vec![]);
+                continue;
+            }
+            if self.eat_ch('&') {
+                continue;
+            }
+            let cell = self.list()?;
+            rows.last_mut().unwrap().push(cell);
+        }
+        rows.retain(|r| !r.is_empty());
+        if name.contains("matrix") || name == "array" {
+            let is_det = name == "vmatrix";
+            let m = Expr::Matrix(rows);
+            return Ok(if is_det { Expr::Func("det".into(), vec![m]) } else { m });
+        }
+        // align/cases and others: keep the last row's content.
+        Ok(rows.pop().and_then(|mut r| r.pop()).unwrap_or(Expr::List(vec![])))
+    }
+}
+
+fn letter(w: &str) -> Expr {
+    match w {
+        "e" => Expr::Const(Const::E),
+        "i" => Expr::Const(Const::I),
+        _ => Expr::Sym(w.to_string()),
+    }
+}
+
+fn number_expr(n: &str) -> Result<Expr, ParseError> {
+    let (v, d) = decimal_value(n).ok_or_else(|| ParseError::Unexpected(n.to_string()))?;
+    Ok(if n.contains(['.', 'e', 'E']) && d > 0 { Expr::Dec(v, d) } else { Expr::Num(v) })
+}
+
+/// `0.1\overline{6}` = 1/6.
+fn repeating(lit: &str, rep: &str) -> Option<BigRational> {
+    let (ip, fp) = lit.split_once('.')?;
+    let ip = if ip.is_empty() { "0" } else { ip };
+    let all: BigInt = format!("{ip}{fp}{rep}").parse().ok()?;
+    let head: BigInt = format!("{ip}{fp}").parse().ok()?;
+    let ten = BigInt::from(10);
+    let den = (num_traits::pow(ten.clone(), rep.len()) - BigInt::one()) * num_traits::pow(ten, fp.len());
+    Some(BigRational::new(all - head, den))
+}
+
+fn seq(open: char, close: char, inner: Expr) -> Expr {
+    match inner {
+        Expr::List(v) => Expr::Seq(open, close, v),
+        // A single bracketed item is grouping.
+        other if open == '(' && close == ')' => other,
+        other => Expr::Seq(open, close, vec![other]),
+    }
+}
+
+/// `\text{...}` content: a number, a letter choice, or literal text.
+fn text_expr(t: &str) -> Expr {
+    let t = t.trim();
+    if let Some((v, d)) = decimal_value(t) {
+        return if d > 0 { Expr::Dec(v, d) } else { Expr::Num(v) };
+    }
+    let lower = t.to_ascii_lowercase();
+    if let Some(n) = units::number_word(&lower) {
+        return Expr::int(n);
+    }
+    if t.len() == 1 && t.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Expr::Sym(t.to_string());
+    }
+    Expr::Text(t.to_string())
+}
+
+#[allow(dead_code)]
+fn _unused() -> BigRational {
+    q(0)
+}

@@ -1,0 +1,244 @@
+//! The outcome checker: is the final answer of a solution mathematically equal to the
+//! reference? Pure and synchronous (no tokio, axum or sqlx here), so it runs the same in the
+//! HTTP service, the CLI and benchmarks, on any thread.
+//!
+//! Pipeline: [`extract`] finds the answer in a solution; [`latex`] parses answer text into an
+//! [`expr::Expr`]; [`answer`] types it (number, set, interval, equation, ...); [`equiv`]
+//! decides equality, with [`eval`] doing exact (then floating) arithmetic; everything runs
+//! under a [`budget::Budget`].
+
+pub mod answer;
+pub mod budget;
+pub mod equiv;
+pub mod eval;
+pub mod expr;
+pub mod extract;
+pub mod latex;
+pub mod lex;
+pub mod units;
+
+use answer::Answer;
+pub use budget::Budget;
+use budget::{BudgetError, Meter};
+use equiv::Cmp;
+pub use equiv::Options;
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a change can alter a verdict; part of every cache key.
+pub const ENGINE_VERSION: &str = "outcome-1";
+
+/// How to read the candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The candidate is a bare final answer.
+    Answer,
+    /// The candidate is a whole solution: extract its final answer first.
+    Solution,
+    /// Decide from the text (boxes, "answer" phrases, prose).
+    #[default]
+    Auto,
+}
+
+/// Why a verdict is what it is: a stable machine tag and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Reason {
+    /// One of `equal_exact`, `equal_numeric`, `equal_symbolic`, `equal_text`, `not_equal`,
+    /// `no_answer`, `unparseable`, `budget`.
+    pub tag: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Verdict {
+    pub equivalent: bool,
+    /// The candidate's final answer as found (null when there is none).
+    pub extracted: Option<String>,
+    pub reason: Reason,
+}
+
+fn verdict(eq: bool, extracted: Option<String>, tag: &str, message: impl Into<String>) -> Verdict {
+    Verdict {
+        equivalent: eq,
+        extracted,
+        reason: Reason {
+            tag: tag.to_string(),
+            message: message.into(),
+        },
+    }
+}
+
+/// `\\frac` written with a doubled backslash (an escaping accident) is `\frac`.
+fn undouble(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && b.get(i + 1) == Some(&b'\\')
+            && b.get(i + 2).is_some_and(u8::is_ascii_alphabetic)
+            && (i == 0 || b[i - 1] != b'\\')
+        {
+            i += 1;
+            continue;
+        }
+        let ch = s[i..].chars().next().unwrap();
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+fn clean_answer(s: &str) -> String {
+    let s = undouble(s);
+    let mut t = s.trim();
+    loop {
+        let before = t;
+        t = t.trim_end_matches(['.', ',', ';', ' ', '\n']).trim();
+        t = t.strip_prefix("$$").and_then(|x| x.strip_suffix("$$")).unwrap_or(t);
+        t = t.strip_prefix('$').and_then(|x| x.strip_suffix('$')).unwrap_or(t);
+        t = t.strip_suffix("\\end{align*}").unwrap_or(t).trim();
+        if t == before {
+            break;
+        }
+    }
+    // A whole-answer box: `\boxed{...}`.
+    if let Some(inner) = t.strip_prefix("\\boxed{").and_then(|x| x.strip_suffix('}')) {
+        if inner.matches('{').count() == inner.matches('}').count() {
+            return inner.trim().to_string();
+        }
+    }
+    t.to_string()
+}
+
+/// The reference's answer text: references are usually bare answers, but may be a whole
+/// solution (with a box) as in MATH.
+fn reference_text(r: &str) -> Option<String> {
+    if extract::looks_like_solution(r) {
+        extract::extract(r).map(|x| x.0)
+    } else {
+        Some(r.to_string())
+    }
+}
+
+/// All readings of an answer (usually one; `1,22` is also 1.22; `1,000` also the list).
+fn readings(text: &str, meter: &mut Meter) -> Result<Vec<Answer>, BudgetError> {
+    let t = clean_answer(text);
+    if t.len() > meter.budget.max_answer_len {
+        return Err(BudgetError::TooLong { limit: meter.budget.max_answer_len });
+    }
+    let mut out = Vec::new();
+    if let Some(a) = answer::from_words(&t) {
+        out.push(a);
+    }
+    let parse_one = |s: &str, meter: &mut Meter, out: &mut Vec<Answer>| -> Result<bool, BudgetError> {
+        match latex::parse(s, meter) {
+            Ok(e) => {
+                if e.size() > 20_000 {
+                    return Err(BudgetError::TooLong { limit: meter.budget.max_answer_len });
+                }
+                out.push(answer::classify(e, meter));
+                Ok(true)
+            }
+            Err(latex::ParseError::Budget(b)) => Err(b),
+            Err(_) => Ok(false),
+        }
+    };
+    let parsed = parse_one(&t, meter, &mut out)?;
+    if !parsed && out.is_empty() && extract::has_prose(&t) {
+        if let Some(n) = extract::last_number(&t) {
+            parse_one(&n, meter, &mut out)?;
+            if !n.contains(['.', ' ']) && n.matches(',').count() == 1 {
+                parse_one(&n.replace(',', "."), meter, &mut out)?;
+            }
+        }
+    }
+    // Decimal comma (`1,22`, `0,111`, `1000,99`) as an alternative reading.
+    let bare = t.trim_start_matches('-');
+    if let Some((a, b)) = bare.split_once(',') {
+        if !a.is_empty() && !b.is_empty() && a.chars().all(|c| c.is_ascii_digit()) && b.chars().all(|c| c.is_ascii_digit()) {
+            parse_one(&t.replace(',', "."), meter, &mut out)?;
+            // `1,000`: also the list 1, 000 (never confused: both readings are kept).
+            parse_one(&t.replace(',', ", "), meter, &mut out)?;
+        }
+    }
+    if out.is_empty() {
+        out.push(Answer::Text(answer::plain_words(&t)));
+    }
+    Ok(out)
+}
+
+fn budget_verdict(extracted: Option<String>, e: BudgetError) -> Verdict {
+    verdict(false, extracted, "budget", format!("over budget: {e}"))
+}
+
+/// Compare a candidate (answer or solution) with a reference answer.
+pub fn check(reference: &str, candidate: &str, mode: Mode, opts: &Options, budget: &Budget) -> Verdict {
+    let mut meter = Meter::new(*budget);
+    for s in [reference, candidate] {
+        if s.len() > budget.max_solution_len {
+            return budget_verdict(None, BudgetError::TooLong { limit: budget.max_solution_len });
+        }
+    }
+    let Some(ref_text) = reference_text(reference) else {
+        return verdict(false, None, "unparseable", "the reference has no answer");
+    };
+    let solution = match mode {
+        Mode::Answer => false,
+        Mode::Solution => true,
+        Mode::Auto => extract::looks_like_solution(candidate),
+    };
+    let cand_text = if solution {
+        match extract::extract(candidate) {
+            Some((a, _)) => a,
+            None => return verdict(false, None, "no_answer", "no final answer found (the solution may be truncated)"),
+        }
+    } else {
+        candidate.to_string()
+    };
+    let extracted = Some(clean_answer(&cand_text));
+    if cand_text.trim().is_empty() {
+        return verdict(false, None, "no_answer", "the candidate is empty");
+    }
+    let rs = match readings(&ref_text, &mut meter) {
+        Ok(r) => r,
+        Err(e) => return budget_verdict(extracted, e),
+    };
+    let cs = match readings(&cand_text, &mut meter) {
+        Ok(r) => r,
+        Err(e) => return budget_verdict(extracted, e),
+    };
+    let mut ctx = equiv::Ctx { meter: &mut meter, opts: *opts };
+    let mut saw_budget = false;
+    for r in &rs {
+        for c in &cs {
+            match ctx.answers(r, c) {
+                Cmp::Equal(how) => {
+                    let msg = match how {
+                        "exact" => "equal by exact arithmetic",
+                        "symbolic" => "equal as expressions (identity at exact rational points)",
+                        "numeric" => "equal numerically at the stated precision",
+                        _ => "equal as text",
+                    };
+                    return verdict(true, extracted, &format!("equal_{how}"), msg);
+                }
+                Cmp::Budget => saw_budget = true,
+                Cmp::NotEqual => {}
+            }
+        }
+    }
+    if normalized(&clean_answer(&ref_text)) == normalized(extracted.as_deref().unwrap_or("")) {
+        return verdict(true, extracted, "equal_text", "identical after normalisation");
+    }
+    if saw_budget {
+        return verdict(false, extracted, "budget", "could not be decided within the budget (size, exponent or time)");
+    }
+    if rs.iter().chain(&cs).all(|a| matches!(a, Answer::Text(_))) {
+        return verdict(false, extracted, "not_equal", "different text answers");
+    }
+    verdict(false, extracted, "not_equal", "not equal")
+}
+
+fn normalized(s: &str) -> String {
+    s.chars().filter(|c| !c.is_whitespace() && *c != '$').collect()
+}
