@@ -372,7 +372,11 @@ fn relation(mut items: Vec<Expr>, mut ops: Vec<RelOp>, meter: &mut Meter) -> Ans
     if ops.iter().all(|o| *o == RelOp::Eq) {
         let last = items.pop().unwrap();
         let first = items.swap_remove(0);
-        if ops.len() == 1 && !first.is_label() {
+        let mut syms = Vec::new();
+        first.symbols(&mut syms);
+        last.symbols(&mut syms);
+        // `\frac12 = \frac{10}{9}` (no variables) is a computation; its value is the last member.
+        if ops.len() == 1 && !first.is_label() && !syms.is_empty() {
             return Answer::Equation(first, last);
         }
         // `x = 5+5+1 = 11`: the last member of a chain is the value.

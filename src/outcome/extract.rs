@@ -94,7 +94,7 @@ fn boxes(s: &str) -> Option<Vec<(usize, usize, String)>> {
                     out.push((start, e + 1, s[open + 1..e].to_string()));
                     i = e + 1;
                 }
-                None => return if out.is_empty() { Some(out) } else { None },
+                None => return None,
             }
         } else {
             // `\boxed 5`: the next token.
@@ -147,7 +147,7 @@ fn joins(gap: &str) -> bool {
 static FINAL_IS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)final answer\s*(?:is|:)\s*[:\s]*").unwrap());
 static ANSWER_IS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)(?:the )?answer is[:\s]+|(?m)^\s*\**\s*answer\s*\**\s*:\s*\**").unwrap());
 static BOLD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\*\*([^*\n]{1,80})\*\*").unwrap());
-static MATH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$]+?)\$").unwrap());
+static MATH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$((?:[^$\\]|\\.)+?)\$").unwrap());
 static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?%?").unwrap());
 static HOPE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\.?\s*(?:I hope|Hope this|This is the|Please let|\n\n|\[Note|Note:)").unwrap());
 
@@ -183,20 +183,39 @@ fn span_text(c: &regex::Captures<'_>) -> String {
 
 /// Find the final answer of a solution. `None` means the solution has no answer.
 pub fn extract(solution: &str) -> Option<(String, Source)> {
+    extract_with(solution, false)
+}
+
+/// As [`extract`]; `lenient` (used for references) takes an unterminated last box's text
+/// instead of declaring the solution truncated.
+pub fn extract_with(solution: &str, lenient: bool) -> Option<(String, Source)> {
     let s = answer_region(solution)?;
     // 1. Boxes.
-    let bx = boxes(s)?;
-    if let Some(last) = bx.last() {
-        let mut parts = vec![last.2.clone()];
-        let mut k = bx.len() - 1;
-        while k > 0 && joins(&s[bx[k - 1].1..bx[k].0]) {
-            k -= 1;
-            parts.insert(0, bx[k].2.clone());
+    let bx = match boxes(s) {
+        Some(b) => b,
+        None if lenient => {
+            let (start, open) = last_box_start(s)?;
+            let _ = start;
+            return Some((s[open..].trim_start_matches('{').to_string(), Source::Boxed));
         }
-        return Some((parts.join(", "), Source::Boxed));
+        None => return None,
+    };
+    let final_phrase = FINAL_IS.find_iter(s).last();
+    if let Some(last) = bx.last() {
+        // A "final answer is" written after the last box overrides it.
+        let phrase_later = final_phrase.is_some_and(|m| m.start() > last.1);
+        if !phrase_later {
+            let mut parts = vec![last.2.clone()];
+            let mut k = bx.len() - 1;
+            while k > 0 && joins(&s[bx[k - 1].1..bx[k].0]) {
+                k -= 1;
+                parts.insert(0, bx[k].2.clone());
+            }
+            return Some((parts.join(", "), Source::Boxed));
+        }
     }
     // 2. "final answer is".
-    if let Some(m) = FINAL_IS.find_iter(s).last() {
+    if let Some(m) = final_phrase {
         if let Some(a) = after_phrase(s, m.end()) {
             return Some((a, Source::FinalAnswer));
         }
@@ -217,9 +236,13 @@ pub fn extract(solution: &str) -> Option<(String, Source)> {
             }
         }
     }
-    // 5. The last math span.
+    // 5. The last math span, unless the prose after it states a number.
     if let Some(c) = MATH.captures_iter(s).last() {
         let t = span_text(&c);
+        let tail = &s[c.get(0).unwrap().end()..];
+        if let Some(n) = last_number(tail) {
+            return Some((n, Source::LastNumber));
+        }
         if !t.is_empty() {
             return Some((t, Source::MathSpan));
         }
@@ -228,12 +251,24 @@ pub fn extract(solution: &str) -> Option<(String, Source)> {
     last_number(s).map(|n| (n, Source::LastNumber))
 }
 
+fn last_box_start(s: &str) -> Option<(usize, usize)> {
+    let mut at = None;
+    let mut i = 0;
+    while let Some(k) = find_box(s, i) {
+        at = Some(k);
+        i = k.1;
+    }
+    at
+}
+
 /// The last number written in prose ("... is 1,000.99€" -> "1,000.99").
 pub fn last_number(s: &str) -> Option<String> {
     NUMBER.find_iter(s).last().map(|m| m.as_str().trim_end_matches(',').to_string())
 }
 
-/// Does this text read as a whole solution (rather than a bare answer)?
+/// Does this text read as a whole solution (rather than a bare answer)? Boxes, "answer"
+/// phrases, thinking tags, or prose: a word of three or more letters outside math and
+/// `\text{}` that is not a unit, a number word, a function or a connector.
 pub fn looks_like_solution(s: &str) -> bool {
     if s.contains("\\boxed") || s.contains("\\fbox") || s.contains("</think>") || s.contains("<think>") {
         return true;
@@ -242,21 +277,69 @@ pub fn looks_like_solution(s: &str) -> bool {
     if lower.contains("answer") {
         return true;
     }
-    // Prose: many plain words outside math.
-    let outside: String = MATH.replace_all(s, " ").into_owned();
-    let words = outside.split_whitespace().filter(|w| w.len() >= 3 && w.chars().all(|c| c.is_alphabetic())).count();
-    words >= 8
+    has_prose(&MATH.replace_all(s, " "))
 }
 
-/// Is there prose in a text (words that are not TeX commands)?
+/// Is there a prose word in the text (outside TeX commands and their braced arguments)?
 pub fn has_prose(s: &str) -> bool {
-    let mut prev_backslash = false;
-    for w in s.split(|c: char| !c.is_alphabetic() && c != '\\') {
-        let _ = prev_backslash;
-        prev_backslash = false;
-        if w.len() >= 3 && !w.starts_with('\\') && w.chars().all(|c| c.is_alphabetic()) {
-            return true;
+    const NOT_PROSE: &[&str] = &[
+        "and", "sin", "cos", "tan", "sec", "csc", "cot", "log", "exp", "sqrt", "frac", "pmatrix", "bmatrix",
+        "matrix", "array", "begin", "end", "infty", "infinity", "pct", "percent", "percentage", "arcsin", "arccos",
+        "arctan", "sinh", "cosh", "tanh", "gcd", "lcm", "max", "min", "det",
+    ];
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            // Skip a command and, for text commands, its argument.
+            let st = i + 1;
+            i += 1;
+            while i < b.len() && b[i].is_ascii_alphabetic() {
+                i += 1;
+            }
+            let name = &s[st..i];
+            if name.starts_with("text") || name.starts_with("math") || name == "mbox" || name == "operatorname" {
+                if b.get(i) == Some(&b'{') {
+                    let mut depth = 0;
+                    while i < b.len() {
+                        match b[i] {
+                            b'{' => depth += 1,
+                            b'}' => {
+                                depth -= 1;
+                                if depth == 0 {
+                                    break;
+                                }
+                            }
+                            _ => {}
+                        }
+                        i += 1;
+                    }
+                }
+            }
+            i += 1;
+            continue;
         }
+        if b[i].is_ascii_alphabetic() {
+            let st = i;
+            while i < b.len() && b[i].is_ascii_alphabetic() {
+                i += 1;
+            }
+            let w = &s[st..i];
+            // Glued to digits or brackets (`1orW(x)`, `2x`) is algebra, not prose.
+            let glued = (st > 0 && (b[st - 1].is_ascii_digit() || b[st - 1] == b')' || b[st - 1] == b'('))
+                || b.get(i).is_some_and(|c| c.is_ascii_digit() || *c == b'(' || *c == b'_' || *c == b'^');
+            let lw = w.to_ascii_lowercase();
+            if w.len() >= 3
+                && !glued
+                && !NOT_PROSE.contains(&lw.as_str())
+                && super::units::lookup(w).is_none()
+                && super::units::number_word(&lw).is_none()
+            {
+                return true;
+            }
+            continue;
+        }
+        i += 1;
     }
     false
 }

@@ -122,13 +122,20 @@ impl Parser<'_> {
             }
             items.push(self.list()?);
         }
-        Ok(if items.len() == 1 { items.pop().unwrap() } else { Expr::List(items) })
+        if items.len() == 1 {
+            return Ok(items.pop().unwrap());
+        }
+        // `p=5,q=2; p=7,q=2`: each `;` group is one solution, an ordered tuple.
+        Ok(Expr::List(items.into_iter().map(|e| match e {
+            Expr::List(v) => Expr::Seq('(', ')', v),
+            other => other,
+        }).collect()))
     }
 
     fn at_end_of_item(&self) -> bool {
         match self.peek() {
             None => true,
-            Some(Tok::Ch(c)) => matches!(c, ')' | ']' | '}' | ';' | ',' | '|' | '&'),
+            Some(Tok::Ch(c)) => matches!(c, ')' | ']' | '}' | ';' | ',' | '&') || (*c == '|' && self.abs_open > 0),
             Some(Tok::Cmd(c)) => matches!(c.as_str(), "}" | "\\" | "end" | "rangle" | "rfloor" | "rceil"),
             _ => false,
         }
@@ -763,8 +770,9 @@ fn repeating(lit: &str, rep: &str) -> Option<BigRational> {
 fn seq(open: char, close: char, inner: Expr) -> Expr {
     match inner {
         Expr::List(v) => Expr::Seq(open, close, v),
-        // A single bracketed item is grouping.
+        // A single bracketed item is grouping (also `\left[ matrix \right]`).
         other if open == '(' && close == ')' => other,
+        m @ Expr::Matrix(_) => m,
         other => Expr::Seq(open, close, vec![other]),
     }
 }

@@ -103,6 +103,12 @@ pub fn normalize(s: &str) -> String {
         ("\\&", "&"),
     ];
     'outer: while i < b.len() {
+        // A row break `\\` is kept whole (its second backslash must not start `\ `).
+        if b[i] == b'\\' && b.get(i + 1) == Some(&b'\\') {
+            out.push_str("\\\\");
+            i += 2;
+            continue;
+        }
         if b[i] == b'\\' {
             for d in DROP {
                 if t[i..].starts_with(d) && !b.get(i + d.len()).is_some_and(u8::is_ascii_alphabetic) {
@@ -201,7 +207,10 @@ fn separator_at(s: &str, j: usize) -> Option<(usize, String)> {
     let rest = &s[j..];
     for pat in ["{,}\\!", "{,}", ",\\!", "\\,", "\\!", "\\ "] {
         if rest.starts_with(pat) {
-            return Some((pat.len(), pat.to_string()));
+            // `11,\! 111`: spaces after an explicit separator do not split the number.
+            let after = &rest[pat.len()..];
+            let spaces = after.len() - after.trim_start_matches(' ').len();
+            return Some((pat.len() + spaces, pat.to_string()));
         }
     }
     // `14 {, }916`, `14{ , }916`

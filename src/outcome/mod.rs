@@ -90,7 +90,7 @@ fn undouble(s: &str) -> String {
 }
 
 fn clean_answer(s: &str) -> String {
-    let s = undouble(s);
+    let s = undouble(s).replace("\\\"", " ");
     let mut t = s.trim();
     loop {
         let before = t;
@@ -115,7 +115,7 @@ fn clean_answer(s: &str) -> String {
 /// solution (with a box) as in MATH.
 fn reference_text(r: &str) -> Option<String> {
     if extract::looks_like_solution(r) {
-        extract::extract(r).map(|x| x.0)
+        extract::extract_with(r, true).map(|x| x.0).or_else(|| Some(r.to_string()))
     } else {
         Some(r.to_string())
     }
@@ -145,7 +145,8 @@ fn readings(text: &str, meter: &mut Meter) -> Result<Vec<Answer>, BudgetError> {
         }
     };
     let parsed = parse_one(&t, meter, &mut out)?;
-    if !parsed && out.is_empty() && extract::has_prose(&t) {
+    let prose = extract::has_prose(&t);
+    if (!parsed && out.is_empty() && prose) || (parsed && prose && out.iter().any(has_text)) {
         if let Some(n) = extract::last_number(&t) {
             parse_one(&n, meter, &mut out)?;
             if !n.contains(['.', ' ']) && n.matches(',').count() == 1 {
@@ -166,6 +167,29 @@ fn readings(text: &str, meter: &mut Meter) -> Result<Vec<Answer>, BudgetError> {
         out.push(Answer::Text(answer::plain_words(&t)));
     }
     Ok(out)
+}
+
+/// Signs that a solution was cut off: an unclosed box or an unfinished `<think>`.
+fn truncated(s: &str) -> bool {
+    (s.contains("<think>") && !s.contains("</think>")) || s.contains("\\boxed") || s.contains("\\fbox")
+}
+
+fn has_text(a: &Answer) -> bool {
+    match a {
+        Answer::Text(_) => true,
+        Answer::Scalar(s) => {
+            let mut t = false;
+            s.expr.walk(&mut |e| t |= matches!(e, expr::Expr::Text(_)));
+            t
+        }
+        Answer::Set(v) | Answer::Tuple(v, _) => v.iter().any(has_text),
+        Answer::Ratio(v) => v.iter().any(|e| {
+            let mut t = false;
+            e.walk(&mut |x| t |= matches!(x, expr::Expr::Text(_)));
+            t
+        }),
+        _ => false,
+    }
 }
 
 fn budget_verdict(extracted: Option<String>, e: BudgetError) -> Verdict {
@@ -191,6 +215,8 @@ pub fn check(reference: &str, candidate: &str, mode: Mode, opts: &Options, budge
     let cand_text = if solution {
         match extract::extract(candidate) {
             Some((a, _)) => a,
+            // In auto mode a short text with no answer markers is read as the answer itself.
+            None if mode == Mode::Auto && !truncated(candidate) => candidate.to_string(),
             None => return verdict(false, None, "no_answer", "no final answer found (the solution may be truncated)"),
         }
     } else {
@@ -208,6 +234,9 @@ pub fn check(reference: &str, candidate: &str, mode: Mode, opts: &Options, budge
         Ok(r) => r,
         Err(e) => return budget_verdict(extracted, e),
     };
+    if std::env::var_os("STEPKTO_DEBUG").is_some() {
+        eprintln!("ref {ref_text:?} -> {rs:?}\ncand {cand_text:?} -> {cs:?}");
+    }
     let mut ctx = equiv::Ctx { meter: &mut meter, opts: *opts };
     let mut saw_budget = false;
     for r in &rs {
