@@ -17,7 +17,10 @@ pub enum CliError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot write output: {0}")]
     Write(#[from] std::io::Error),
     #[error("{0}")]
@@ -38,8 +41,22 @@ struct CheckLine {
 }
 
 /// The cache key of one verify item.
-pub fn verify_key(reference: &str, candidate: &str, mode: Mode, options: &Options, budget: &Budget) -> String {
-    crate::store::cache_key(&json!(["verify", outcome::ENGINE_VERSION, reference, candidate, mode, options, budget]))
+pub fn verify_key(
+    reference: &str,
+    candidate: &str,
+    mode: Mode,
+    options: &Options,
+    budget: &Budget,
+) -> String {
+    crate::store::cache_key(&json!([
+        "verify",
+        outcome::ENGINE_VERSION,
+        reference,
+        candidate,
+        mode,
+        options,
+        budget
+    ]))
 }
 
 enum Item {
@@ -50,10 +67,16 @@ enum Item {
 /// `stepkto check`.
 pub fn check(args: &CheckArgs) -> Result<(), CliError> {
     let budget = args.budget.to_budget()?;
-    let file = std::fs::File::open(&args.input).map_err(|e| CliError::Read { path: args.input.display().to_string(), source: e })?;
+    let file = std::fs::File::open(&args.input).map_err(|e| CliError::Read {
+        path: args.input.display().to_string(),
+        source: e,
+    })?;
     let mut items = Vec::new();
     for (n, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| CliError::Read { path: args.input.display().to_string(), source: e })?;
+        let line = line.map_err(|e| CliError::Read {
+            path: args.input.display().to_string(),
+            source: e,
+        })?;
         if line.trim().is_empty() {
             items.push(Item::Bad(None, format!("line {}: empty line", n + 1)));
             continue;
@@ -61,7 +84,9 @@ pub fn check(args: &CheckArgs) -> Result<(), CliError> {
         items.push(match serde_json::from_str::<CheckLine>(&line) {
             Ok(c) => Item::Good(c.id.clone(), c),
             Err(e) => {
-                let id = serde_json::from_str::<Value>(&line).ok().and_then(|v| v.get("id").cloned());
+                let id = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned());
                 Item::Bad(id, format!("line {}: {e}", n + 1))
             }
         });
@@ -69,13 +94,21 @@ pub fn check(args: &CheckArgs) -> Result<(), CliError> {
     let keys: Vec<Option<String>> = items
         .iter()
         .map(|it| match it {
-            Item::Good(_, c) => Some(verify_key(&c.reference, &c.candidate, c.mode, &c.options.unwrap_or_default(), &budget)),
+            Item::Good(_, c) => Some(verify_key(
+                &c.reference,
+                &c.candidate,
+                c.mode,
+                &c.options.unwrap_or_default(),
+                &budget,
+            )),
             Item::Bad(..) => None,
         })
         .collect();
     // Optional cache: look everything up first, compute the misses, write them back.
     let rt_store = if args.cache {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let store = Store::open(&database_url(&args.db))?;
         rt.block_on(store.migrate())?;
         Some((rt, store))
@@ -87,13 +120,20 @@ pub fn check(args: &CheckArgs) -> Result<(), CliError> {
         let all: Vec<String> = keys.iter().flatten().cloned().collect();
         cached = rt.block_on(store.get_many(&all))?;
     }
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let threads = args
+        .threads
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
     let results: Vec<Mutex<Option<Value>>> = (0..items.len()).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let bar = progress(items.len());
     std::thread::scope(|s| {
         for _ in 0..threads {
-            s.spawn(|| {
+            std::thread::Builder::new().stack_size(crate::outcome::budget::CHECK_STACK_BYTES).spawn_scoped(s, || {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= items.len() {
@@ -115,13 +155,16 @@ pub fn check(args: &CheckArgs) -> Result<(), CliError> {
                         b.inc(1);
                     }
                 }
-            });
+            }).expect("spawn a check thread");
         }
     });
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let results: Vec<Value> = results.into_iter().map(|m| m.into_inner().unwrap().unwrap_or(Value::Null)).collect();
+    let results: Vec<Value> = results
+        .into_iter()
+        .map(|m| m.into_inner().unwrap().unwrap_or(Value::Null))
+        .collect();
     if let Some((rt, store)) = &rt_store {
         let rows: Vec<(String, String)> = results
             .iter()
@@ -159,6 +202,11 @@ fn progress(n: usize) -> Option<indicatif::ProgressBar> {
         return None;
     }
     let b = indicatif::ProgressBar::new(n as u64);
-    b.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} [{elapsed_precise}] {per_sec}").ok()?);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} [{elapsed_precise}] {per_sec}",
+        )
+        .ok()?,
+    );
     Some(b)
 }

@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::outcome::{Budget, Options};
 
 #[derive(Debug, Parser)]
-#[command(name = "stepkto", version, about = "Judge mathematical reasoning: outcome checker, verdict cache, HTTP service")]
+#[command(
+    name = "stepkto",
+    version,
+    about = "Judge mathematical reasoning: outcome checker, verdict cache, HTTP service"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -137,14 +141,23 @@ impl Default for Limits {
 }
 
 pub fn database_url(db: &DbArgs) -> String {
-    db.database_url.clone().unwrap_or_else(|| "sqlite://stepkto.db".to_string())
+    db.database_url
+        .clone()
+        .unwrap_or_else(|| "sqlite://stepkto.db".to_string())
 }
 
 impl BudgetArgs {
     pub fn to_budget(&self) -> Result<Budget, ConfigError> {
         let mut b = Budget::default();
         let positive = |name: &'static str, v: u64| {
-            if v == 0 { Err(ConfigError::Value { name, why: "must be positive".into() }) } else { Ok(v) }
+            if v == 0 {
+                Err(ConfigError::Value {
+                    name,
+                    why: "must be positive".into(),
+                })
+            } else {
+                Ok(v)
+            }
         };
         if let Some(v) = self.max_solution_len {
             b.max_solution_len = positive("--max-solution-len", v as u64)? as usize;
@@ -155,7 +168,10 @@ impl BudgetArgs {
         if let Some(v) = self.max_depth {
             b.max_depth = positive("--max-depth", v as u64)? as usize;
             if b.max_depth > 10_000 {
-                return Err(ConfigError::Value { name: "--max-depth", why: "at most 10000 (stack safety)".into() });
+                return Err(ConfigError::Value {
+                    name: "--max-depth",
+                    why: "at most 10000 (stack safety)".into(),
+                });
             }
         }
         if let Some(v) = self.max_exponent {
@@ -173,12 +189,21 @@ impl BudgetArgs {
 
 impl ServeArgs {
     pub fn to_config(&self) -> Result<Config, ConfigError> {
-        let addr = self.addr.parse().map_err(|_| ConfigError::Addr(self.addr.clone()))?;
+        let addr = self
+            .addr
+            .parse()
+            .map_err(|_| ConfigError::Addr(self.addr.clone()))?;
         if self.max_batch == 0 {
-            return Err(ConfigError::Value { name: "--max-batch", why: "must be positive".into() });
+            return Err(ConfigError::Value {
+                name: "--max-batch",
+                why: "must be positive".into(),
+            });
         }
         if self.body_limit < 1024 {
-            return Err(ConfigError::Value { name: "--body-limit", why: "at least 1024 bytes".into() });
+            return Err(ConfigError::Value {
+                name: "--body-limit",
+                why: "at least 1024 bytes".into(),
+            });
         }
         Ok(Config {
             addr,

@@ -39,7 +39,9 @@ impl ApiDoc {
 
 /// The document as committed: pretty JSON with a trailing newline, version-independent.
 pub fn openapi_json() -> String {
-    let mut s = ApiDoc::openapi_doc().to_pretty_json().expect("OpenAPI document serialises");
+    let mut s = ApiDoc::openapi_doc()
+        .to_pretty_json()
+        .expect("OpenAPI document serialises");
     s.push('\n');
     s
 }

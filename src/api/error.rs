@@ -64,7 +64,10 @@ impl ApiError {
     }
 
     pub fn body(&self) -> ErrorBody {
-        ErrorBody { error: self.to_string(), error_type: self.error_type().to_string() }
+        ErrorBody {
+            error: self.to_string(),
+            error_type: self.error_type().to_string(),
+        }
     }
 }
 
@@ -91,7 +94,9 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
-            crate::store::StoreError::NotReady => ApiError::NotReady("the verdict store is not ready".into()),
+            crate::store::StoreError::NotReady => {
+                ApiError::NotReady("the verdict store is not ready".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -99,6 +104,7 @@ impl From<crate::store::StoreError> for ApiError {
 
 /// Parse a JSON body: syntax errors are 400, shape errors 422, both with the JSON body.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::BadJson(e.to_string()))?;
     serde_json::from_value(value).map_err(|e| ApiError::Validation(e.to_string()))
 }

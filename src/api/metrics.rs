@@ -6,7 +6,9 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 #[derive(Default)]
 struct Hist {
@@ -31,7 +33,12 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn observe(&self, route: &str, status: u16, secs: f64) {
-        *self.requests.lock().unwrap().entry((route.to_string(), status)).or_default() += 1;
+        *self
+            .requests
+            .lock()
+            .unwrap()
+            .entry((route.to_string(), status))
+            .or_default() += 1;
         let mut l = self.latency.lock().unwrap();
         let h = l.entry(route.to_string()).or_default();
         for (i, b) in BUCKETS.iter().enumerate() {
@@ -50,33 +57,79 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(s, "# HELP stepkto_http_requests_total HTTP requests by route and status.");
+        let _ = writeln!(
+            s,
+            "# HELP stepkto_http_requests_total HTTP requests by route and status."
+        );
         let _ = writeln!(s, "# TYPE stepkto_http_requests_total counter");
         for ((route, status), n) in self.requests.lock().unwrap().iter() {
-            let _ = writeln!(s, "stepkto_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                s,
+                "stepkto_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
         }
-        let _ = writeln!(s, "# HELP stepkto_http_request_duration_seconds Request latency.");
+        let _ = writeln!(
+            s,
+            "# HELP stepkto_http_request_duration_seconds Request latency."
+        );
         let _ = writeln!(s, "# TYPE stepkto_http_request_duration_seconds histogram");
         for (route, h) in self.latency.lock().unwrap().iter() {
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(s, "stepkto_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {}", h.counts[i]);
+                let _ = writeln!(
+                    s,
+                    "stepkto_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
             }
-            let _ = writeln!(s, "stepkto_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", h.n);
-            let _ = writeln!(s, "stepkto_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
-            let _ = writeln!(s, "stepkto_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.n);
+            let _ = writeln!(
+                s,
+                "stepkto_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.n
+            );
+            let _ = writeln!(
+                s,
+                "stepkto_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                s,
+                "stepkto_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.n
+            );
         }
-        let _ = writeln!(s, "# HELP stepkto_verify_items_total Verify items by result.");
+        let _ = writeln!(
+            s,
+            "# HELP stepkto_verify_items_total Verify items by result."
+        );
         let _ = writeln!(s, "# TYPE stepkto_verify_items_total counter");
-        let _ = writeln!(s, "stepkto_verify_items_total{{result=\"equal\"}} {}", g(&self.verify_equal));
-        let _ = writeln!(s, "stepkto_verify_items_total{{result=\"not_equal\"}} {}", g(&self.verify_not_equal));
-        let _ = writeln!(s, "stepkto_verify_items_total{{result=\"error\"}} {}", g(&self.verify_item_errors));
-        let _ = writeln!(s, "# HELP stepkto_cache_hits_total Verdicts served from the cache.");
+        let _ = writeln!(
+            s,
+            "stepkto_verify_items_total{{result=\"equal\"}} {}",
+            g(&self.verify_equal)
+        );
+        let _ = writeln!(
+            s,
+            "stepkto_verify_items_total{{result=\"not_equal\"}} {}",
+            g(&self.verify_not_equal)
+        );
+        let _ = writeln!(
+            s,
+            "stepkto_verify_items_total{{result=\"error\"}} {}",
+            g(&self.verify_item_errors)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP stepkto_cache_hits_total Verdicts served from the cache."
+        );
         let _ = writeln!(s, "# TYPE stepkto_cache_hits_total counter");
         let _ = writeln!(s, "stepkto_cache_hits_total {}", g(&self.cache_hits));
         let _ = writeln!(s, "# HELP stepkto_cache_misses_total Verdicts computed.");
         let _ = writeln!(s, "# TYPE stepkto_cache_misses_total counter");
         let _ = writeln!(s, "stepkto_cache_misses_total {}", g(&self.cache_misses));
-        let _ = writeln!(s, "# HELP stepkto_store_errors_total Cache operations that failed or were skipped (store down).");
+        let _ = writeln!(
+            s,
+            "# HELP stepkto_store_errors_total Cache operations that failed or were skipped (store down)."
+        );
         let _ = writeln!(s, "# TYPE stepkto_store_errors_total counter");
         let _ = writeln!(s, "stepkto_store_errors_total {}", g(&self.store_errors));
         s

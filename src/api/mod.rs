@@ -51,10 +51,15 @@ impl AppState {
 }
 
 async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
     let t0 = Instant::now();
     let resp = next.run(req).await;
-    st.metrics.observe(&route, resp.status().as_u16(), t0.elapsed().as_secs_f64());
+    st.metrics
+        .observe(&route, resp.status().as_u16(), t0.elapsed().as_secs_f64());
     resp
 }
 
@@ -63,14 +68,20 @@ async fn not_found(req: Request) -> ApiError {
 }
 
 async fn method_not_allowed(req: Request) -> Response {
-    let mut r = ApiError::Validation(format!("method {} not allowed on {}", req.method(), req.uri().path())).into_response();
+    let mut r = ApiError::Validation(format!(
+        "method {} not allowed on {}",
+        req.method(),
+        req.uri().path()
+    ))
+    .into_response();
     *r.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
     r
 }
 
 /// The whole router for the given state.
 pub fn app(state: Arc<AppState>) -> Router {
-    let swagger = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", docs::ApiDoc::openapi_doc());
+    let swagger = utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .url("/openapi.json", docs::ApiDoc::openapi_doc());
     Router::new()
         .route("/v1/verify", post(verify::verify))
         .route("/health", get(ops::health))
@@ -85,8 +96,14 @@ pub fn app(state: Arc<AppState>) -> Router {
 }
 
 /// Serve until `shutdown` resolves, then finish in-flight requests.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -111,7 +128,10 @@ pub async fn shutdown_signal() {
 
 /// `stepkto serve`: open the store, bind, serve until a signal.
 pub fn run(cfg: Config) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(crate::outcome::budget::CHECK_STACK_BYTES)
+        .build()?;
     rt.block_on(async move {
         let store = Store::open(&cfg.database_url).map_err(std::io::Error::other)?;
         store.start().await;

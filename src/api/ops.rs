@@ -24,10 +24,18 @@ pub struct Health {
 ), tag = "ops")]
 pub async fn health(State(st): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
     match &st.store {
-        None => Ok(Json(Health { status: "ok".into(), store: "disabled".into() })),
+        None => Ok(Json(Health {
+            status: "ok".into(),
+            store: "disabled".into(),
+        })),
         Some(s) => {
-            s.ping().await.map_err(|e| ApiError::NotReady(format!("verdict store: {e}")))?;
-            Ok(Json(Health { status: "ok".into(), store: s.backend.name().into() }))
+            s.ping()
+                .await
+                .map_err(|e| ApiError::NotReady(format!("verdict store: {e}")))?;
+            Ok(Json(Health {
+                status: "ok".into(),
+                store: s.backend.name().into(),
+            }))
         }
     }
 }
@@ -63,7 +71,12 @@ pub async fn info(State(st): State<Arc<AppState>>) -> Json<Info> {
         version: env!("CARGO_PKG_VERSION").into(),
         engine: outcome::ENGINE_VERSION.into(),
         models: vec![],
-        store: st.store.as_ref().map(|s| s.backend.name()).unwrap_or("disabled").into(),
+        store: st
+            .store
+            .as_ref()
+            .map(|s| s.backend.name())
+            .unwrap_or("disabled")
+            .into(),
         store_ready: st.store.as_ref().is_some_and(|s| s.ready()),
         limits: LimitsInfo {
             max_batch: l.max_batch,
@@ -78,5 +91,8 @@ pub async fn info(State(st): State<Arc<AppState>>) -> Json<Info> {
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", body = String)), tag = "ops")]
 pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
 }

@@ -102,14 +102,25 @@ pub struct VerifyBatchResponse {
     ),
     tag = "verify"
 )]
-pub async fn verify(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn verify(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body = body?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadJson(e.to_string()))?;
-    let _permit = st.inflight.clone().try_acquire_owned().map_err(|_| ApiError::Overloaded(format!("{} requests in flight", st.limits.max_inflight)))?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    let _permit = st.inflight.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Overloaded(format!("{} requests in flight", st.limits.max_inflight))
+    })?;
     if value.get("items").is_some() {
-        let batch: VerifyBatch = serde_json::from_value(value).map_err(|e| ApiError::Validation(e.to_string()))?;
+        let batch: VerifyBatch =
+            serde_json::from_value(value).map_err(|e| ApiError::Validation(e.to_string()))?;
         if batch.items.len() > st.limits.max_batch {
-            return Err(ApiError::TooLarge(format!("batch of {} items exceeds max_batch {}", batch.items.len(), st.limits.max_batch)));
+            return Err(ApiError::TooLarge(format!(
+                "batch of {} items exceeds max_batch {}",
+                batch.items.len(),
+                st.limits.max_batch
+            )));
         }
         let default_opts = batch.options.unwrap_or(st.limits.options);
         let parsed: Vec<Result<VerifyItem, ItemError>> = batch
@@ -128,14 +139,20 @@ pub async fn verify(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRe
             Ok(v) => BatchItem::Ok(v),
             Err(e) => BatchItem::Err(e),
         });
-        let resp = VerifyBatchResponse { items: items.collect() };
-        return Ok(Json(serde_json::to_value(resp).map_err(|e| ApiError::Internal(e.to_string()))?));
+        let resp = VerifyBatchResponse {
+            items: items.collect(),
+        };
+        return Ok(Json(
+            serde_json::to_value(resp).map_err(|e| ApiError::Internal(e.to_string()))?,
+        ));
     }
     let item: VerifyItem = parse_json(&body)?;
     let opts = st.limits.options;
     let mut out = judge(&st, vec![Ok(item)], opts).await?;
     match out.pop() {
-        Some(Ok(v)) => Ok(Json(serde_json::to_value(v).map_err(|e| ApiError::Internal(e.to_string()))?)),
+        Some(Ok(v)) => Ok(Json(
+            serde_json::to_value(v).map_err(|e| ApiError::Internal(e.to_string()))?,
+        )),
         Some(Err(e)) => Err(match e.error.error_type.as_str() {
             "too_large" => ApiError::TooLarge(e.error.error),
             _ => ApiError::Validation(e.error.error),
@@ -145,7 +162,11 @@ pub async fn verify(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRe
 }
 
 /// Judge parsed items: cache lookups, computation of misses, cache writes.
-async fn judge(st: &Arc<AppState>, items: Vec<Result<VerifyItem, ItemError>>, default_opts: Options) -> Result<Vec<Result<VerifyResult, ItemError>>, ApiError> {
+async fn judge(
+    st: &Arc<AppState>,
+    items: Vec<Result<VerifyItem, ItemError>>,
+    default_opts: Options,
+) -> Result<Vec<Result<VerifyResult, ItemError>>, ApiError> {
     let budget = st.limits.budget;
     let m = &st.metrics;
     // Length budget first: an over-long input is an item error, not a verdict.
@@ -157,7 +178,11 @@ async fn judge(st: &Arc<AppState>, items: Vec<Result<VerifyItem, ItemError>>, de
             if longest > budget.max_solution_len {
                 return Err(ItemError {
                     id: it.id,
-                    error: ApiError::TooLarge(format!("input of {longest} bytes exceeds max_solution_len {}", budget.max_solution_len)).body(),
+                    error: ApiError::TooLarge(format!(
+                        "input of {longest} bytes exceeds max_solution_len {}",
+                        budget.max_solution_len
+                    ))
+                    .body(),
                 });
             }
             let opts = it.options.unwrap_or(default_opts);
@@ -165,20 +190,23 @@ async fn judge(st: &Arc<AppState>, items: Vec<Result<VerifyItem, ItemError>>, de
             Ok((it, opts, key))
         })
         .collect();
-    let keys: Vec<String> = items.iter().filter_map(|r| r.as_ref().ok().map(|x| x.2.clone())).collect();
+    let keys: Vec<String> = items
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|x| x.2.clone()))
+        .collect();
     let mut cached = std::collections::HashMap::new();
-    if let Some(store) = &st.store {
-        if !keys.is_empty() {
-            match tokio::time::timeout(Duration::from_secs(2), store.get_many(&keys)).await {
-                Ok(Ok(found)) => cached = found,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cache lookup failed; computing");
-                    Metrics::add(&m.store_errors, 1);
-                }
-                Err(_) => {
-                    tracing::warn!("cache lookup timed out; computing");
-                    Metrics::add(&m.store_errors, 1);
-                }
+    if let Some(store) = &st.store
+        && !keys.is_empty()
+    {
+        match tokio::time::timeout(Duration::from_secs(2), store.get_many(&keys)).await {
+            Ok(Ok(found)) => cached = found,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cache lookup failed; computing");
+                Metrics::add(&m.store_errors, 1);
+            }
+            Err(_) => {
+                tracing::warn!("cache lookup timed out; computing");
+                Metrics::add(&m.store_errors, 1);
             }
         }
     }
@@ -189,12 +217,26 @@ async fn judge(st: &Arc<AppState>, items: Vec<Result<VerifyItem, ItemError>>, de
         .enumerate()
         .filter_map(|(i, r)| {
             let (it, opts, key) = r.as_ref().ok()?;
-            let hit = cached.get(key).and_then(|b| serde_json::from_str::<Verdict>(b).ok()).is_some();
-            (!hit).then(|| (i, it.reference.clone(), it.candidate.clone(), it.mode, *opts))
+            let hit = cached
+                .get(key)
+                .and_then(|b| serde_json::from_str::<Verdict>(b).ok())
+                .is_some();
+            (!hit).then(|| {
+                (
+                    i,
+                    it.reference.clone(),
+                    it.candidate.clone(),
+                    it.mode,
+                    *opts,
+                )
+            })
         })
         .collect();
     let cancel = Arc::new(AtomicBool::new(false));
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(todo.len().max(1));
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(todo.len().max(1));
     let chunk = todo.len().div_ceil(workers).max(1);
     let mut handles = Vec::new();
     for part in todo.chunks(chunk) {
@@ -220,7 +262,8 @@ async fn judge(st: &Arc<AppState>, items: Vec<Result<VerifyItem, ItemError>>, de
             return Err(ApiError::Timeout(st.limits.request_timeout_ms));
         }
     };
-    let mut fresh: std::collections::HashMap<usize, Verdict> = computed.into_iter().flatten().collect();
+    let mut fresh: std::collections::HashMap<usize, Verdict> =
+        computed.into_iter().flatten().collect();
     let mut to_store = Vec::new();
     let mut out = Vec::with_capacity(items.len());
     for (i, r) in items.into_iter().enumerate() {
@@ -238,7 +281,10 @@ async fn judge(st: &Arc<AppState>, items: Vec<Result<VerifyItem, ItemError>>, de
                         }
                         (v, false)
                     }
-                    None => match cached.get(&key).and_then(|b| serde_json::from_str::<Verdict>(b).ok()) {
+                    None => match cached
+                        .get(&key)
+                        .and_then(|b| serde_json::from_str::<Verdict>(b).ok())
+                    {
                         Some(v) => {
                             Metrics::add(&m.cache_hits, 1);
                             (v, true)
@@ -246,30 +292,50 @@ async fn judge(st: &Arc<AppState>, items: Vec<Result<VerifyItem, ItemError>>, de
                         None => return Err(ApiError::Internal("verdict missing".into())),
                     },
                 };
-                Metrics::add(if v.equivalent { &m.verify_equal } else { &m.verify_not_equal }, 1);
-                out.push(Ok(VerifyResult { id: it.id, equivalent: v.equivalent, extracted: v.extracted, reason: v.reason, cached: was_cached }));
+                Metrics::add(
+                    if v.equivalent {
+                        &m.verify_equal
+                    } else {
+                        &m.verify_not_equal
+                    },
+                    1,
+                );
+                out.push(Ok(VerifyResult {
+                    id: it.id,
+                    equivalent: v.equivalent,
+                    extracted: v.extracted,
+                    reason: v.reason,
+                    cached: was_cached,
+                }));
             }
         }
     }
-    if let Some(store) = &st.store {
-        if !to_store.is_empty() {
-            match tokio::time::timeout(Duration::from_secs(2), store.put_many("verify", outcome::ENGINE_VERSION, &to_store)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cache write failed");
-                    Metrics::add(&m.store_errors, 1);
-                }
-                Err(_) => {
-                    tracing::warn!("cache write timed out");
-                    Metrics::add(&m.store_errors, 1);
-                }
+    if let Some(store) = &st.store
+        && !to_store.is_empty()
+    {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            store.put_many("verify", outcome::ENGINE_VERSION, &to_store),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cache write failed");
+                Metrics::add(&m.store_errors, 1);
+            }
+            Err(_) => {
+                tracing::warn!("cache write timed out");
+                Metrics::add(&m.store_errors, 1);
             }
         }
     }
     Ok(out)
 }
 
-async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Result<Vec<T>, tokio::task::JoinError> {
+async fn futures_join<T>(
+    handles: Vec<tokio::task::JoinHandle<T>>,
+) -> Result<Vec<T>, tokio::task::JoinError> {
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
         out.push(h.await?);

@@ -54,12 +54,27 @@ pub enum Answer {
 /// Lower-cased words of a text answer, without TeX wrappers and punctuation.
 pub fn plain_words(s: &str) -> String {
     let mut t = s.to_string();
-    for w in ["\\text", "\\mathrm", "\\textbf", "\\mbox", "\\textnormal", "\\operatorname", "\\mathbf", "\\boxed"] {
+    for w in [
+        "\\text",
+        "\\mathrm",
+        "\\textbf",
+        "\\mbox",
+        "\\textnormal",
+        "\\operatorname",
+        "\\mathbf",
+        "\\boxed",
+    ] {
         t = t.replace(w, " ");
     }
     let t: String = t
         .chars()
-        .map(|c| if c.is_alphanumeric() || c == '(' || c == ')' { c.to_ascii_lowercase() } else { ' ' })
+        .map(|c| {
+            if c.is_alphanumeric() || c == '(' || c == ')' {
+                c.to_ascii_lowercase()
+            } else {
+                ' '
+            }
+        })
         .collect();
     t.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -69,13 +84,39 @@ pub fn from_words(s: &str) -> Option<Answer> {
     let w = plain_words(s);
     let w = w.strip_prefix("the ").unwrap_or(&w).to_string();
     const NONE: &[&str] = &[
-        "no solution", "no solutions", "no real solution", "no real solutions", "none", "dne", "does not exist",
-        "no such", "empty set", "emptyset", "varnothing", "no real roots", "no roots", "there is no solution",
-        "no answer", "no value", "no values", "not possible", "impossible",
+        "no solution",
+        "no solutions",
+        "no real solution",
+        "no real solutions",
+        "none",
+        "dne",
+        "does not exist",
+        "no such",
+        "empty set",
+        "emptyset",
+        "varnothing",
+        "no real roots",
+        "no roots",
+        "there is no solution",
+        "no answer",
+        "no value",
+        "no values",
+        "not possible",
+        "impossible",
     ];
     const ALL: &[&str] = &[
-        "all real numbers", "all reals", "r", "mathbb r", "mathbb{r}", "all real values", "every real number",
-        "all real x", "any real number", "x in r", "x in mathbb r", "infinity infinity",
+        "all real numbers",
+        "all reals",
+        "r",
+        "mathbb r",
+        "mathbb{r}",
+        "all real values",
+        "every real number",
+        "all real x",
+        "any real number",
+        "x in r",
+        "x in mathbb r",
+        "infinity infinity",
     ];
     if NONE.contains(&w.as_str()) {
         return Some(Answer::NoSolution);
@@ -86,16 +127,20 @@ pub fn from_words(s: &str) -> Option<Answer> {
     let letters = w.replace(['(', ')'], "");
     let letters = letters.trim();
     for pre in ["option ", "choice ", "answer ", ""] {
-        if let Some(rest) = letters.strip_prefix(pre) {
-            if rest.len() == 1 && rest.chars().all(|c| ('a'..='e').contains(&c)) && (pre.is_empty() && (w.contains('(') || s.contains("text")) || !pre.is_empty()) {
-                return Some(Answer::Choice(rest.chars().next().unwrap().to_ascii_uppercase()));
-            }
+        if let Some(rest) = letters.strip_prefix(pre)
+            && rest.len() == 1
+            && rest.chars().all(|c| ('a'..='e').contains(&c))
+            && (pre.is_empty() && (w.contains('(') || s.contains("text")) || !pre.is_empty())
+        {
+            return Some(Answer::Choice(
+                rest.chars().next().unwrap().to_ascii_uppercase(),
+            ));
         }
     }
-    if let Some(n) = super::units::parse_number_words(&w) {
-        if w.chars().all(|c| c.is_ascii_alphabetic() || c == ' ') {
-            return Some(Answer::Scalar(Scalar::plain(Expr::int(n))));
-        }
+    if let Some(n) = super::units::parse_number_words(&w)
+        && w.chars().all(|c| c.is_ascii_alphabetic() || c == ' ')
+    {
+        return Some(Answer::Scalar(Scalar::plain(Expr::int(n))));
     }
     None
 }
@@ -139,7 +184,11 @@ fn replace_pm(e: &Expr, mask: u32, k: &mut u32) -> Expr {
             let neg = mask & (1 << *k) != 0;
             *k += 1;
             let b2 = if neg { Expr::Neg(Box::new(b2)) } else { b2 };
-            if a2 == Expr::int(0) { b2 } else { Expr::Add(vec![a2, b2]) }
+            if a2 == Expr::int(0) {
+                b2
+            } else {
+                Expr::Add(vec![a2, b2])
+            }
         }
         Expr::Add(v) => Expr::Add(v.iter().map(|x| r(x, k)).collect()),
         Expr::Mul(v) => Expr::Mul(v.iter().map(|x| r(x, k)).collect()),
@@ -176,18 +225,43 @@ pub fn classify(e: Expr, meter: &mut Meter) -> Answer {
             let items: Vec<Answer> = v.into_iter().map(|x| classify(x, meter)).collect();
             // A list of intervals is their union.
             if items.len() > 1 && items.iter().all(|a| matches!(a, Answer::Intervals(_))) {
-                return Answer::Intervals(items.into_iter().flat_map(|a| if let Answer::Intervals(v) = a { v } else { vec![] }).collect());
+                return Answer::Intervals(
+                    items
+                        .into_iter()
+                        .flat_map(|a| {
+                            if let Answer::Intervals(v) = a {
+                                v
+                            } else {
+                                vec![]
+                            }
+                        })
+                        .collect(),
+                );
             }
             flatten_set(items)
         }
         Expr::Seq(o, c, v) => {
-            if v.len() == 2 && (o == '[' || c == ']') && (o != c || o == '[') && !(o == '[' && c == ']' && false) {
+            // `[a, b]`, `[a, b)`, `(a, b]`: intervals (a vector would use parentheses).
+            if v.len() == 2 && (o == '[' || c == ']') {
                 let mut it = v.into_iter();
                 let (lo, hi) = (it.next().unwrap(), it.next().unwrap());
-                if o == '[' && c == ']' && is_inf(&lo).is_none() && is_inf(&hi).is_none() {
-                    // `[a, b]`: closed interval (a vector would be written with parentheses).
-                }
-                return Answer::Intervals(vec![Interval { lo, hi, lo_closed: o == '[', hi_closed: c == ']' }]);
+                return Answer::Intervals(vec![Interval {
+                    lo,
+                    hi,
+                    lo_closed: o == '[',
+                    hi_closed: c == ']',
+                }]);
+            }
+            if v.len() == 2 && (is_inf(&v[0]) == Some(false) || is_inf(&v[1]) == Some(true)) {
+                // `(-\infty, 3)`: only an interval has infinite endpoints.
+                let mut it = v.into_iter();
+                let (lo, hi) = (it.next().unwrap(), it.next().unwrap());
+                return Answer::Intervals(vec![Interval {
+                    lo,
+                    hi,
+                    lo_closed: o == '[',
+                    hi_closed: c == ']',
+                }]);
             }
             let pair = v.len() == 2 && o == '(' && c == ')';
             Answer::Tuple(v.into_iter().map(|x| classify(x, meter)).collect(), pair)
@@ -199,19 +273,41 @@ pub fn classify(e: Expr, meter: &mut Meter) -> Answer {
                     Answer::Intervals(i) => ivs.extend(i),
                     Answer::Tuple(t, true) => {
                         let mut it = t.into_iter();
-                        if let (Some(Answer::Scalar(a)), Some(Answer::Scalar(b))) = (it.next(), it.next()) {
-                            ivs.push(Interval { lo: a.expr, hi: b.expr, lo_closed: false, hi_closed: false });
+                        if let (Some(Answer::Scalar(a)), Some(Answer::Scalar(b))) =
+                            (it.next(), it.next())
+                        {
+                            ivs.push(Interval {
+                                lo: a.expr,
+                                hi: b.expr,
+                                lo_closed: false,
+                                hi_closed: false,
+                            });
                         }
                     }
-                    Answer::Scalar(s) => ivs.push(Interval { lo: s.expr.clone(), hi: s.expr, lo_closed: true, hi_closed: true }),
+                    Answer::Scalar(s) => ivs.push(Interval {
+                        lo: s.expr.clone(),
+                        hi: s.expr,
+                        lo_closed: true,
+                        hi_closed: true,
+                    }),
                     Answer::Set(items) => {
                         for a in items {
                             if let Answer::Scalar(s) = a {
-                                ivs.push(Interval { lo: s.expr.clone(), hi: s.expr, lo_closed: true, hi_closed: true });
+                                ivs.push(Interval {
+                                    lo: s.expr.clone(),
+                                    hi: s.expr,
+                                    lo_closed: true,
+                                    hi_closed: true,
+                                });
                             }
                         }
                     }
-                    Answer::AllReals => ivs.push(Interval { lo: Expr::Neg(Box::new(Expr::Const(Const::Inf))), hi: Expr::Const(Const::Inf), lo_closed: false, hi_closed: false }),
+                    Answer::AllReals => ivs.push(Interval {
+                        lo: Expr::Neg(Box::new(Expr::Const(Const::Inf))),
+                        hi: Expr::Const(Const::Inf),
+                        lo_closed: false,
+                        hi_closed: false,
+                    }),
                     _ => {}
                 }
             }
@@ -221,14 +317,20 @@ pub fn classify(e: Expr, meter: &mut Meter) -> Answer {
         Expr::Rel(items, ops) => relation(items, ops, meter),
         Expr::Ratio(v) => Answer::Ratio(v),
         Expr::Text(t) => from_words(&t).unwrap_or(Answer::Text(plain_words(&t))),
-        Expr::Sym(s) if s.len() == 1 && ('A'..='E').contains(&s.chars().next().unwrap()) => Answer::Choice(s.chars().next().unwrap()),
+        Expr::Sym(s) if s.len() == 1 && ('A'..='E').contains(&s.chars().next().unwrap()) => {
+            Answer::Choice(s.chars().next().unwrap())
+        }
         e => {
             if let Some(m) = matrix_value(&e) {
                 return Answer::Matrix(m);
             }
             let alts = expand_pm(&e);
             if alts.len() > 1 {
-                return Answer::Set(alts.into_iter().map(|x| Answer::Scalar(scalar(x))).collect());
+                return Answer::Set(
+                    alts.into_iter()
+                        .map(|x| Answer::Scalar(scalar(x)))
+                        .collect(),
+                );
             }
             Answer::Scalar(scalar(e))
         }
@@ -242,13 +344,21 @@ fn flatten_set(items: Vec<Answer>) -> Answer {
             Answer::Set(v) => out.extend(v),
             Answer::Assign(l, v) if matches!(*v, Answer::Set(_)) => {
                 if let Answer::Set(inner) = *v {
-                    out.extend(inner.into_iter().map(|x| Answer::Assign(l.clone(), Box::new(x))));
+                    out.extend(
+                        inner
+                            .into_iter()
+                            .map(|x| Answer::Assign(l.clone(), Box::new(x))),
+                    );
                 }
             }
             a => out.push(a),
         }
     }
-    if out.len() == 1 { out.pop().unwrap() } else { Answer::Set(out) }
+    if out.len() == 1 {
+        out.pop().unwrap()
+    } else {
+        Answer::Set(out)
+    }
 }
 
 /// Strip percent, degree and unit decorations off the top of an expression.
@@ -269,7 +379,9 @@ pub fn scalar(mut e: Expr) -> Scalar {
                 *a
             }
             // `3 \text{ cm}` parsed as a product with a unit factor.
-            Expr::Mul(mut v) if v.len() == 2 && matches!(v[1], Expr::Degree(ref x) if **x == Expr::int(1)) => {
+            Expr::Mul(mut v)
+                if v.len() == 2 && matches!(v[1], Expr::Degree(ref x) if **x == Expr::int(1)) =>
+            {
                 s.degree = true;
                 v.swap_remove(0)
             }
@@ -308,15 +420,43 @@ fn mat(e: &Expr) -> Option<M> {
             for x in v {
                 acc = match (acc, mat(x)?) {
                     (M::Scalar(a), M::Scalar(b)) => M::Scalar(Expr::Mul(vec![a, b])),
-                    (M::Scalar(a), M::Mat(m)) | (M::Mat(m), M::Scalar(a)) => {
-                        M::Mat(m.into_iter().map(|r| r.into_iter().map(|c| Expr::Mul(vec![a.clone(), c])).collect()).collect())
-                    }
+                    (M::Scalar(a), M::Mat(m)) | (M::Mat(m), M::Scalar(a)) => M::Mat(
+                        m.into_iter()
+                            .map(|r| {
+                                r.into_iter()
+                                    .map(|c| Expr::Mul(vec![a.clone(), c]))
+                                    .collect()
+                            })
+                            .collect(),
+                    ),
                     (M::Mat(a), M::Mat(b)) => {
                         let (n, k, p) = (a.len(), b.len(), b.first()?.len());
-                        if a.iter().any(|r| r.len() != k) || b.iter().any(|r| r.len() != p) || n * p * k > 10_000 {
+                        if a.iter().any(|r| r.len() != k)
+                            || b.iter().any(|r| r.len() != p)
+                            || n * p * k > 10_000
+                        {
                             return None;
                         }
-                        M::Mat((0..n).map(|i| (0..p).map(|j| Expr::Add((0..k).map(|t| Expr::Mul(vec![a[i][t].clone(), b[t][j].clone()])).collect())).collect()).collect())
+                        M::Mat(
+                            (0..n)
+                                .map(|i| {
+                                    (0..p)
+                                        .map(|j| {
+                                            Expr::Add(
+                                                (0..k)
+                                                    .map(|t| {
+                                                        Expr::Mul(vec![
+                                                            a[i][t].clone(),
+                                                            b[t][j].clone(),
+                                                        ])
+                                                    })
+                                                    .collect(),
+                                            )
+                                        })
+                                        .collect()
+                                })
+                                .collect(),
+                        )
                     }
                 };
             }
@@ -332,18 +472,38 @@ fn mat(e: &Expr) -> Option<M> {
                         if a.len() != m.len() || a.iter().zip(&m).any(|(r, s)| r.len() != s.len()) {
                             return None;
                         }
-                        a.into_iter().zip(m).map(|(r, s)| r.into_iter().zip(s).map(|(x, y)| Expr::Add(vec![x, y])).collect()).collect()
+                        a.into_iter()
+                            .zip(m)
+                            .map(|(r, s)| {
+                                r.into_iter()
+                                    .zip(s)
+                                    .map(|(x, y)| Expr::Add(vec![x, y]))
+                                    .collect()
+                            })
+                            .collect()
                     }
                 });
             }
             M::Mat(acc?)
         }
         Expr::Neg(a) => match mat(a)? {
-            M::Mat(m) => M::Mat(m.into_iter().map(|r| r.into_iter().map(|c| Expr::Neg(Box::new(c))).collect()).collect()),
+            M::Mat(m) => M::Mat(
+                m.into_iter()
+                    .map(|r| r.into_iter().map(|c| Expr::Neg(Box::new(c))).collect())
+                    .collect(),
+            ),
             M::Scalar(s) => M::Scalar(Expr::Neg(Box::new(s))),
         },
         Expr::Div(a, b) => match (mat(a)?, mat(b)?) {
-            (M::Mat(m), M::Scalar(s)) => M::Mat(m.into_iter().map(|r| r.into_iter().map(|c| Expr::Div(Box::new(c), Box::new(s.clone()))).collect()).collect()),
+            (M::Mat(m), M::Scalar(s)) => M::Mat(
+                m.into_iter()
+                    .map(|r| {
+                        r.into_iter()
+                            .map(|c| Expr::Div(Box::new(c), Box::new(s.clone())))
+                            .collect()
+                    })
+                    .collect(),
+            ),
             (M::Scalar(x), M::Scalar(y)) => M::Scalar(Expr::Div(Box::new(x), Box::new(y))),
             _ => return None,
         },
@@ -366,7 +526,10 @@ fn relation(mut items: Vec<Expr>, mut ops: Vec<RelOp>, meter: &mut Meter) -> Ans
             ops.truncate(k);
             items.truncate(k + 1);
         } else {
-            ops = ops.into_iter().map(|o| if o == RelOp::Approx { RelOp::Eq } else { o }).collect();
+            ops = ops
+                .into_iter()
+                .map(|o| if o == RelOp::Approx { RelOp::Eq } else { o })
+                .collect();
         }
     }
     if ops.iter().all(|o| *o == RelOp::Eq) {
@@ -387,10 +550,10 @@ fn relation(mut items: Vec<Expr>, mut ops: Vec<RelOp>, meter: &mut Meter) -> Ans
         let name = items.pop().unwrap();
         return Answer::Assign(name, Box::new(classify(set, meter)));
     }
-    if ops.iter().all(|o| o.is_order()) {
-        if let Some(iv) = to_intervals(&items, &ops, meter) {
-            return Answer::Intervals(iv);
-        }
+    if ops.iter().all(|o| o.is_order())
+        && let Some(iv) = to_intervals(&items, &ops, meter)
+    {
+        return Answer::Intervals(iv);
     }
     Answer::Relation(items, ops)
 }
@@ -402,33 +565,63 @@ fn neg_inf() -> Expr {
 /// One-variable inequalities as intervals. Handles `x op c`, `c op x`, linear `a x + b op c`
 /// (sign of `a` flips the relation), `a op MID op b` chains and `|x| op c`.
 fn to_intervals(items: &[Expr], ops: &[RelOp], meter: &mut Meter) -> Option<Vec<Interval>> {
-    let consts: Vec<bool> = items.iter().map(|e| {
-        let mut s = Vec::new();
-        e.symbols(&mut s);
-        s.is_empty()
-    }).collect();
+    let consts: Vec<bool> = items
+        .iter()
+        .map(|e| {
+            let mut s = Vec::new();
+            e.symbols(&mut s);
+            s.is_empty()
+        })
+        .collect();
     if items.len() == 3 && consts[0] && !consts[1] && consts[2] {
         let up = matches!(ops[0], RelOp::Lt | RelOp::Le) && matches!(ops[1], RelOp::Lt | RelOp::Le);
-        let down = matches!(ops[0], RelOp::Gt | RelOp::Ge) && matches!(ops[1], RelOp::Gt | RelOp::Ge);
+        let down =
+            matches!(ops[0], RelOp::Gt | RelOp::Ge) && matches!(ops[1], RelOp::Gt | RelOp::Ge);
         if !(up || down) {
             return None;
         }
         let (lo, hi, lc, hc) = if up {
-            (&items[0], &items[2], ops[0] == RelOp::Le, ops[1] == RelOp::Le)
+            (
+                &items[0],
+                &items[2],
+                ops[0] == RelOp::Le,
+                ops[1] == RelOp::Le,
+            )
         } else {
-            (&items[2], &items[0], ops[1] == RelOp::Ge, ops[0] == RelOp::Ge)
+            (
+                &items[2],
+                &items[0],
+                ops[1] == RelOp::Ge,
+                ops[0] == RelOp::Ge,
+            )
         };
-        if let Expr::Func(f, a) = &items[1] {
-            if f == "abs" && matches!(a[0], Expr::Sym(_)) {
-                // a <= |x| <= b  ->  [-b, -a] U [a, b]
-                let n = |e: &Expr| Expr::Neg(Box::new(e.clone()));
-                return Some(vec![
-                    Interval { lo: n(hi), hi: n(lo), lo_closed: hc, hi_closed: lc },
-                    Interval { lo: lo.clone(), hi: hi.clone(), lo_closed: lc, hi_closed: hc },
-                ]);
-            }
+        if let Expr::Func(f, a) = &items[1]
+            && f == "abs"
+            && matches!(a[0], Expr::Sym(_))
+        {
+            // a <= |x| <= b  ->  [-b, -a] U [a, b]
+            let n = |e: &Expr| Expr::Neg(Box::new(e.clone()));
+            return Some(vec![
+                Interval {
+                    lo: n(hi),
+                    hi: n(lo),
+                    lo_closed: hc,
+                    hi_closed: lc,
+                },
+                Interval {
+                    lo: lo.clone(),
+                    hi: hi.clone(),
+                    lo_closed: lc,
+                    hi_closed: hc,
+                },
+            ]);
         }
-        return Some(vec![Interval { lo: lo.clone(), hi: hi.clone(), lo_closed: lc, hi_closed: hc }]);
+        return Some(vec![Interval {
+            lo: lo.clone(),
+            hi: hi.clone(),
+            lo_closed: lc,
+            hi_closed: hc,
+        }]);
     }
     if items.len() != 2 {
         return None;
@@ -446,10 +639,25 @@ fn to_intervals(items: &[Expr], ops: &[RelOp], meter: &mut Meter) -> Option<Vec<
         Expr::Func(f, a) if f == "abs" && matches!(a[0], Expr::Sym(_)) => {
             let n = Expr::Neg(Box::new(c.clone()));
             return Some(match op {
-                RelOp::Lt | RelOp::Le => vec![Interval { lo: n, hi: c, lo_closed: op == RelOp::Le, hi_closed: op == RelOp::Le }],
+                RelOp::Lt | RelOp::Le => vec![Interval {
+                    lo: n,
+                    hi: c,
+                    lo_closed: op == RelOp::Le,
+                    hi_closed: op == RelOp::Le,
+                }],
                 _ => vec![
-                    Interval { lo: neg_inf(), hi: n, lo_closed: false, hi_closed: op == RelOp::Ge },
-                    Interval { lo: c, hi: Expr::Const(Const::Inf), lo_closed: op == RelOp::Ge, hi_closed: false },
+                    Interval {
+                        lo: neg_inf(),
+                        hi: n,
+                        lo_closed: false,
+                        hi_closed: op == RelOp::Ge,
+                    },
+                    Interval {
+                        lo: c,
+                        hi: Expr::Const(Const::Inf),
+                        lo_closed: op == RelOp::Ge,
+                        hi_closed: false,
+                    },
                 ],
             });
         }
@@ -460,9 +668,15 @@ fn to_intervals(items: &[Expr], ops: &[RelOp], meter: &mut Meter) -> Option<Vec<
             if syms.len() != 1 {
                 return None;
             }
-            let at = |x: i64, m: &mut Meter| eval::eval(other, &[(syms[0].clone(), Val::real(eval::rat(x, 1)))], m).ok();
+            let at = |x: i64, m: &mut Meter| {
+                eval::eval(other, &[(syms[0].clone(), Val::real(eval::rat(x, 1)))], m).ok()
+            };
             let (f0, f1, f2) = (at(0, meter)?, at(1, meter)?, at(2, meter)?);
-            let (f0, f1, f2) = (f0.as_real_q()?.clone(), f1.as_real_q()?.clone(), f2.as_real_q()?.clone());
+            let (f0, f1, f2) = (
+                f0.as_real_q()?.clone(),
+                f1.as_real_q()?.clone(),
+                f2.as_real_q()?.clone(),
+            );
             let a = &f1 - &f0;
             if a.is_zero() || &f2 - &f1 != a {
                 return None;
@@ -474,7 +688,17 @@ fn to_intervals(items: &[Expr], ops: &[RelOp], meter: &mut Meter) -> Option<Vec<
         }
     };
     Some(vec![match op {
-        RelOp::Lt | RelOp::Le => Interval { lo: neg_inf(), hi: c, lo_closed: false, hi_closed: op == RelOp::Le },
-        _ => Interval { lo: c, hi: Expr::Const(Const::Inf), lo_closed: op == RelOp::Ge, hi_closed: false },
+        RelOp::Lt | RelOp::Le => Interval {
+            lo: neg_inf(),
+            hi: c,
+            lo_closed: false,
+            hi_closed: op == RelOp::Le,
+        },
+        _ => Interval {
+            lo: c,
+            hi: Expr::Const(Const::Inf),
+            lo_closed: op == RelOp::Ge,
+            hi_closed: false,
+        },
     }])
 }

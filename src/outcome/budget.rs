@@ -7,6 +7,14 @@
 
 use std::time::{Duration, Instant};
 
+/// Parser frames one level of nesting may take (list, relation, sum, product, unary, power,
+/// primary, group).
+pub const FRAMES_PER_LEVEL: usize = 8;
+
+/// Stack size for threads that run checks: deep (but in-budget) nesting recurses, and the
+/// default 2 MiB of spawned threads is tight in debug builds.
+pub const CHECK_STACK_BYTES: usize = 16 * 1024 * 1024;
+
 /// Limits for one check. `Default` gives the service's defaults; all of them are
 /// configurable from the CLI and per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -16,7 +24,7 @@ pub struct Budget {
     pub max_solution_len: usize,
     /// Longest single answer handed to the LaTeX parser (bytes).
     pub max_answer_len: usize,
-    /// Deepest nesting of brackets, braces and operators the parser follows.
+    /// Deepest nesting of brackets, braces and operators the parser follows (in levels).
     pub max_depth: usize,
     /// Largest integer exponent evaluated exactly; beyond it the value is "too big to know".
     pub max_exponent: u64,
@@ -89,8 +97,10 @@ impl Meter {
         Ok(())
     }
 
-    pub fn depth(&self, depth: usize) -> Result<(), BudgetError> {
-        if depth > self.budget.max_depth {
+    /// Check a recursion depth counted in parser/evaluator frames. One level of bracket
+    /// nesting costs up to [`FRAMES_PER_LEVEL`] frames, so the budget reads as nesting levels.
+    pub fn depth(&self, frames: usize) -> Result<(), BudgetError> {
+        if frames > self.budget.max_depth.saturating_mul(FRAMES_PER_LEVEL) {
             return Err(BudgetError::TooDeep {
                 limit: self.budget.max_depth,
             });

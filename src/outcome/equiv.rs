@@ -16,7 +16,9 @@ use num_rational::BigRational;
 use num_traits::{One, Signed, ToPrimitive, Zero};
 
 /// Policies a caller may change per request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(default, deny_unknown_fields)]
 pub struct Options {
     /// `p%` also equals `p/100` and the bare `p` (true), or only `p/100` (false).
@@ -93,10 +95,12 @@ impl Ctx<'_> {
             }
             (A::Assign(_, v), other) if !matches!(other, A::Equation(..)) => self.answers(v, other),
             (other, A::Assign(_, v)) if !matches!(other, A::Equation(..)) => self.answers(other, v),
-            (A::Equation(..), _) | (_, A::Equation(..)) => match (self.as_equation(r), self.as_equation(c)) {
-                (Some((l1, r1)), Some((l2, r2))) => self.equations(&l1, &r1, &l2, &r2),
-                _ => Cmp::NotEqual,
-            },
+            (A::Equation(..), _) | (_, A::Equation(..)) => {
+                match (self.as_equation(r), self.as_equation(c)) {
+                    (Some((l1, r1)), Some((l2, r2))) => self.equations(&l1, &r1, &l2, &r2),
+                    _ => Cmp::NotEqual,
+                }
+            }
             (A::Set(a), A::Set(b)) => self.sets(a, b),
             (A::Set(a), A::Tuple(b, _)) | (A::Tuple(a, _), A::Set(b)) => {
                 // A list of assignments `p=5, q=2` is the tuple `(5, 2)`.
@@ -114,19 +118,28 @@ impl Ctx<'_> {
                 all_eq(a.iter().zip(b).map(|(x, y)| self.answers(x, y)))
             }
             (A::Intervals(a), A::Intervals(b)) => self.intervals(a, b),
-            (A::Intervals(a), A::Tuple(t, true)) | (A::Tuple(t, true), A::Intervals(a)) => match pair_as_interval(t) {
-                Some(iv) => self.intervals(a, &[iv]),
-                None => Cmp::NotEqual,
-            },
+            (A::Intervals(a), A::Tuple(t, true)) | (A::Tuple(t, true), A::Intervals(a)) => {
+                match pair_as_interval(t) {
+                    Some(iv) => self.intervals(a, &[iv]),
+                    None => Cmp::NotEqual,
+                }
+            }
             (A::Intervals(a), A::AllReals) | (A::AllReals, A::Intervals(a)) => {
-                let all = Interval { lo: Expr::Neg(Box::new(Expr::Const(Const::Inf))), hi: Expr::Const(Const::Inf), lo_closed: false, hi_closed: false };
+                let all = Interval {
+                    lo: Expr::Neg(Box::new(Expr::Const(Const::Inf))),
+                    hi: Expr::Const(Const::Inf),
+                    lo_closed: false,
+                    hi_closed: false,
+                };
                 self.intervals(a, &[all])
             }
             (A::Matrix(a), A::Matrix(b)) => {
                 if a.len() != b.len() || a.iter().zip(b).any(|(x, y)| x.len() != y.len()) {
                     return Cmp::NotEqual;
                 }
-                all_eq(a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| self.scalars(&Scalar::plain(x.clone()), &Scalar::plain(y.clone()))))
+                all_eq(a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| {
+                    self.scalars(&Scalar::plain(x.clone()), &Scalar::plain(y.clone()))
+                }))
             }
             (A::Matrix(m), A::Tuple(t, _)) | (A::Tuple(t, _), A::Matrix(m)) => {
                 let flat: Vec<&Expr> = m.iter().flatten().collect();
@@ -148,10 +161,22 @@ impl Ctx<'_> {
             }
             (A::Ratio(a), A::Ratio(b)) => self.ratios(a, b),
             (A::Choice(a), A::Choice(b)) => eq_if(a.eq_ignore_ascii_case(b), "text"),
-            (A::Choice(a), A::Text(t)) | (A::Text(t), A::Choice(a)) => eq_if(t.trim_matches(['(', ')']).eq_ignore_ascii_case(&a.to_string()), "text"),
+            (A::Choice(a), A::Text(t)) | (A::Text(t), A::Choice(a)) => eq_if(
+                t.trim_matches(['(', ')'])
+                    .eq_ignore_ascii_case(&a.to_string()),
+                "text",
+            ),
             (A::Text(a), A::Text(b)) => eq_if(a == b, "text"),
             (A::NoSolution, A::NoSolution) | (A::AllReals, A::AllReals) => Cmp::Equal("text"),
-            (A::Set(a), b) | (b, A::Set(a)) if a.len() == 1 => self.answers(&a[0], b),
+            // `15\frac{39}{40}` or `\frac{639}{40}`: a set whose members all agree is one value.
+            (A::Set(a), b) => match self.dedup(a).as_slice() {
+                [one] => self.answers(one, b),
+                _ => Cmp::NotEqual,
+            },
+            (b, A::Set(a)) => match self.dedup(a).as_slice() {
+                [one] => self.answers(b, one),
+                _ => Cmp::NotEqual,
+            },
             _ => Cmp::NotEqual,
         }
     }
@@ -160,7 +185,9 @@ impl Ctx<'_> {
         match a {
             Answer::Equation(l, r) => Some((l.clone(), r.clone())),
             Answer::Assign(l, v) => match &**v {
-                Answer::Scalar(s) if !s.percent && s.unit.is_none() => Some((l.clone(), s.expr.clone())),
+                Answer::Scalar(s) if !s.percent && s.unit.is_none() => {
+                    Some((l.clone(), s.expr.clone()))
+                }
                 _ => None,
             },
             _ => None,
@@ -249,7 +276,11 @@ impl Ctx<'_> {
             return direct;
         }
         // a:b = c:d when a*d = b*c and no term is zero (so `12:00` never equals `1:00`).
-        let v: Vec<Option<Val>> = a.iter().chain(b).map(|e| eval::eval(e, &[], self.meter).ok()).collect();
+        let v: Vec<Option<Val>> = a
+            .iter()
+            .chain(b)
+            .map(|e| eval::eval(e, &[], self.meter).ok())
+            .collect();
         if v.iter().any(|x| x.as_ref().is_none_or(|x| x.is_zero())) {
             return Cmp::NotEqual;
         }
@@ -267,11 +298,19 @@ impl Ctx<'_> {
                 return Cmp::NotEqual;
             }
             if u.dim != [0; 6] && (u.scale - v.scale).abs() > 1e-12 * u.scale.abs() {
-                let (Ok(x), Ok(y)) = (eval::eval(&r.expr, &[], self.meter), eval::eval(&c.expr, &[], self.meter)) else {
+                let (Ok(x), Ok(y)) = (
+                    eval::eval(&r.expr, &[], self.meter),
+                    eval::eval(&c.expr, &[], self.meter),
+                ) else {
                     return Cmp::NotEqual;
                 };
-                let (Some(x), Some(y)) = (x.as_real_f(), y.as_real_f()) else { return Cmp::NotEqual };
-                return eq_if(((x * u.scale) - (y * v.scale)).abs() <= 1e-9 * (x * u.scale).abs().max(1e-300), "numeric");
+                let (Some(x), Some(y)) = (x.as_real_f(), y.as_real_f()) else {
+                    return Cmp::NotEqual;
+                };
+                return eq_if(
+                    ((x * u.scale) - (y * v.scale)).abs() <= 1e-9 * (x * u.scale).abs().max(1e-300),
+                    "numeric",
+                );
             }
         } else if (r.unit.is_some() || c.unit.is_some()) && !self.opts.allow_missing_unit {
             return Cmp::NotEqual;
@@ -280,7 +319,11 @@ impl Ctx<'_> {
         if r.percent != c.percent {
             let (p, other) = if r.percent { (r, c) } else { (c, r) };
             let hundredth = Expr::Div(Box::new(p.expr.clone()), Box::new(Expr::int(100)));
-            let as_frac = if r.percent { self.exprs(&hundredth, &other.expr) } else { self.exprs(&other.expr, &hundredth) };
+            let as_frac = if r.percent {
+                self.exprs(&hundredth, &other.expr)
+            } else {
+                self.exprs(&other.expr, &hundredth)
+            };
             if as_frac.is_eq() || !self.opts.percent_flexible {
                 return as_frac;
             }
@@ -288,27 +331,51 @@ impl Ctx<'_> {
         // Degrees: 90° equals 90 and pi/2.
         if r.degree != c.degree {
             let (d, _) = if r.degree { (r, c) } else { (c, r) };
-            let rad = Expr::Div(Box::new(Expr::Mul(vec![d.expr.clone(), Expr::Const(Const::Pi)])), Box::new(Expr::int(180)));
-            let res = if r.degree { self.exprs(&rad, &c.expr) } else { self.exprs(&r.expr, &rad) };
+            let rad = Expr::Div(
+                Box::new(Expr::Mul(vec![d.expr.clone(), Expr::Const(Const::Pi)])),
+                Box::new(Expr::int(180)),
+            );
+            let res = if r.degree {
+                self.exprs(&rad, &c.expr)
+            } else {
+                self.exprs(&r.expr, &rad)
+            };
             if res.is_eq() {
                 return res;
             }
         }
         // A base-b reference: a candidate that omits the subscript is read in base b.
-        if let (Expr::Base(d, b), Expr::Num(n)) = (&r.expr, &c.expr) {
-            if n.is_integer() && !n.is_negative() {
-                let digits = n.to_integer().to_string();
-                return eq_if(digits == *d || BigInt::parse_bytes(digits.as_bytes(), *b) == BigInt::parse_bytes(d.as_bytes(), *b), "exact");
-            }
+        if let (Expr::Base(d, b), Expr::Num(n)) = (&r.expr, &c.expr)
+            && n.is_integer()
+            && !n.is_negative()
+        {
+            let digits = n.to_integer().to_string();
+            return eq_if(
+                digits == *d
+                    || BigInt::parse_bytes(digits.as_bytes(), *b)
+                        == BigInt::parse_bytes(d.as_bytes(), *b),
+                "exact",
+            );
         }
-        // A decimal reference is matched at the precision it states.
+        // A decimal reference with enough significant digits to be a rounded value (`33.3`,
+        // `16386.17`) is matched at the precision it states; a short one (`0.5`) exactly.
         if let Expr::Dec(rv, k) = strip_neg(&r.expr).0 {
-            let rv = if strip_neg(&r.expr).1 { -rv.clone() } else { rv.clone() };
-            return self.at_precision(&rv, *k, &c.expr, true);
+            let rv = if strip_neg(&r.expr).1 {
+                -rv.clone()
+            } else {
+                rv.clone()
+            };
+            if sig_digits(&rv, *k) >= self.opts.min_sig_digits {
+                return self.at_precision(&rv, *k, &c.expr, true);
+            }
         }
         // A decimal candidate against an exact reference: at the candidate's precision.
         if let Expr::Dec(cv, k) = strip_neg(&c.expr).0 {
-            let cv = if strip_neg(&c.expr).1 { -cv.clone() } else { cv.clone() };
+            let cv = if strip_neg(&c.expr).1 {
+                -cv.clone()
+            } else {
+                cv.clone()
+            };
             let sig = sig_digits(&cv, *k);
             if let Ok(rv) = eval::eval(&r.expr, &[], self.meter) {
                 if rv.as_real_q().is_some_and(|q| *q == cv) {
@@ -330,7 +397,10 @@ impl Ctx<'_> {
             Err(EvalError::Budget(_)) => return Cmp::Budget,
             Err(_) => return Cmp::NotEqual,
         };
-        let half = BigRational::new(BigInt::one(), BigInt::from(2) * num_traits::pow(BigInt::from(10), k as usize));
+        let half = BigRational::new(
+            BigInt::one(),
+            BigInt::from(2) * num_traits::pow(BigInt::from(10), k as usize),
+        );
         match &v {
             Val::Q(re, im) if im.is_zero() => {
                 if re == x {
@@ -360,10 +430,17 @@ impl Ctx<'_> {
         syms.sort();
         syms.dedup();
         if syms.is_empty() {
-            let (x, y) = (eval::eval(a, &[], self.meter), eval::eval(b, &[], self.meter));
+            let (x, y) = (
+                eval::eval(a, &[], self.meter),
+                eval::eval(b, &[], self.meter),
+            );
             return match (x, y) {
                 (Ok(x), Ok(y)) => match eval::same(&x, &y, 1e-10) {
-                    Some(true) => Cmp::Equal(if matches!((&x, &y), (Val::Q(..), Val::Q(..))) { "exact" } else { "numeric" }),
+                    Some(true) => Cmp::Equal(if matches!((&x, &y), (Val::Q(..), Val::Q(..))) {
+                        "exact"
+                    } else {
+                        "numeric"
+                    }),
                     Some(false) => Cmp::NotEqual,
                     None => Cmp::Budget,
                 },
@@ -383,7 +460,10 @@ impl Ctx<'_> {
         let mut exact = true;
         for t in 0..12u64 {
             let env = point(syms, t);
-            let (x, y) = (eval::eval(a, &env, self.meter), eval::eval(b, &env, self.meter));
+            let (x, y) = (
+                eval::eval(a, &env, self.meter),
+                eval::eval(b, &env, self.meter),
+            );
             match (x, y) {
                 (Ok(x), Ok(y)) => {
                     exact &= matches!((&x, &y), (Val::Q(..), Val::Q(..)));
@@ -393,16 +473,23 @@ impl Ctx<'_> {
                         None => {}
                     }
                 }
-                (Err(EvalError::Budget(BudgetError::Time { .. })), _) | (_, Err(EvalError::Budget(BudgetError::Time { .. }))) => return Cmp::Budget,
+                (Err(EvalError::Budget(BudgetError::Time { .. })), _)
+                | (_, Err(EvalError::Budget(BudgetError::Time { .. }))) => return Cmp::Budget,
                 (Ok(_), Err(EvalError::Undefined)) | (Err(EvalError::Undefined), Ok(_)) => {}
-                (Err(EvalError::NotScalar), _) | (_, Err(EvalError::NotScalar)) => return Cmp::NotEqual,
+                (Err(EvalError::NotScalar), _) | (_, Err(EvalError::NotScalar)) => {
+                    return Cmp::NotEqual;
+                }
                 _ => {}
             }
             if ok >= 5 {
                 break;
             }
         }
-        if ok >= 3 { Cmp::Equal(if exact { "symbolic" } else { "numeric" }) } else { Cmp::NotEqual }
+        if ok >= 3 {
+            Cmp::Equal(if exact { "symbolic" } else { "numeric" })
+        } else {
+            Cmp::NotEqual
+        }
     }
 
     /// `l1 = r1` and `l2 = r2` describe the same set: (l1 - r1) = k (l2 - r2), k != 0.
@@ -421,7 +508,10 @@ impl Ctx<'_> {
         let mut ok = 0;
         for t in 0..12u64 {
             let env = point(&syms, t);
-            let (Ok(x), Ok(y)) = (eval::eval(&f, &env, self.meter), eval::eval(&g, &env, self.meter)) else {
+            let (Ok(x), Ok(y)) = (
+                eval::eval(&f, &env, self.meter),
+                eval::eval(&g, &env, self.meter),
+            ) else {
                 continue;
             };
             if x.is_zero() && y.is_zero() {
@@ -461,7 +551,10 @@ fn strip_neg(e: &Expr) -> (&Expr, bool) {
 
 fn sig_digits(v: &BigRational, k: u32) -> u32 {
     // Digits of the scaled integer without leading zeros.
-    let scaled = (v.abs() * BigRational::from_integer(num_traits::pow(BigInt::from(10), k as usize))).round().to_integer();
+    let scaled = (v.abs()
+        * BigRational::from_integer(num_traits::pow(BigInt::from(10), k as usize)))
+    .round()
+    .to_integer();
     let s = scaled.to_string();
     s.trim_start_matches('0').len() as u32
 }
@@ -478,13 +571,21 @@ fn endpoint_f(e: &Expr, m: &mut Meter) -> f64 {
     match inf_sign(e) {
         Some(true) => f64::INFINITY,
         Some(false) => f64::NEG_INFINITY,
-        None => eval::eval(e, &[], m).ok().and_then(|v| v.as_real_f()).unwrap_or(f64::NAN),
+        None => eval::eval(e, &[], m)
+            .ok()
+            .and_then(|v| v.as_real_f())
+            .unwrap_or(f64::NAN),
     }
 }
 
 fn pair_as_interval(t: &[Answer]) -> Option<Interval> {
     match t {
-        [Answer::Scalar(a), Answer::Scalar(b)] => Some(Interval { lo: a.expr.clone(), hi: b.expr.clone(), lo_closed: false, hi_closed: false }),
+        [Answer::Scalar(a), Answer::Scalar(b)] => Some(Interval {
+            lo: a.expr.clone(),
+            hi: b.expr.clone(),
+            lo_closed: false,
+            hi_closed: false,
+        }),
         _ => None,
     }
 }
@@ -500,7 +601,11 @@ fn point(syms: &[String], t: u64) -> Vec<(String, Val)> {
             let k = (t as usize) * 5 + j * 3;
             let v = eval::rat(NUM[k % NUM.len()], DEN[(k / 2 + j) % DEN.len()]);
             // Alternate signs and magnitudes between trials.
-            let v = if t % 3 == 2 { v * BigRational::from_integer(BigInt::from(3)) } else { v };
+            let v = if t % 3 == 2 {
+                v * BigRational::from_integer(BigInt::from(3))
+            } else {
+                v
+            };
             (s.clone(), Val::real(v))
         })
         .collect()

@@ -61,7 +61,11 @@ impl Val {
     /// The real part as a float when the value is (numerically) real.
     pub fn as_real_f(&self) -> Option<f64> {
         let (a, b) = self.f();
-        if b.abs() <= 1e-12 * a.abs().max(1.0) { Some(a) } else { None }
+        if b.abs() <= 1e-12 * a.abs().max(1.0) {
+            Some(a)
+        } else {
+            None
+        }
     }
     pub fn is_zero(&self) -> bool {
         match self {
@@ -139,7 +143,11 @@ pub fn div(a: Val, b: Val) -> R {
 /// Exact integer root of a non-negative integer, if it is one.
 fn exact_root(n: &BigInt, k: u32) -> Option<BigInt> {
     let r = n.nth_root(k);
-    if num_traits::pow(r.clone(), k as usize) == *n { Some(r) } else { None }
+    if num_traits::pow(r.clone(), k as usize) == *n {
+        Some(r)
+    } else {
+        None
+    }
 }
 
 fn cpow_f(a: (f64, f64), b: (f64, f64)) -> Val {
@@ -163,15 +171,30 @@ pub fn pow(base: Val, exp: Val, meter: &Meter) -> R {
         if e.is_integer() {
             let n = e.to_integer();
             if base.is_zero() {
-                return if n.is_negative() { Err(EvalError::Undefined) } else { Ok(Val::real(if n.is_zero() { BigRational::one() } else { BigRational::zero() })) };
+                return if n.is_negative() {
+                    Err(EvalError::Undefined)
+                } else {
+                    Ok(Val::real(if n.is_zero() {
+                        BigRational::one()
+                    } else {
+                        BigRational::zero()
+                    }))
+                };
             }
             if b2.is_zero() && (b1.abs().is_one()) {
                 let odd = n.is_odd();
-                return Ok(Val::real(if b1.is_negative() && odd { -BigRational::one() } else { BigRational::one() }));
+                return Ok(Val::real(if b1.is_negative() && odd {
+                    -BigRational::one()
+                } else {
+                    BigRational::one()
+                }));
             }
             let mag = n.abs().to_u64().unwrap_or(u64::MAX);
             if mag > meter.budget.max_exponent {
-                return Err(BudgetError::Exponent { limit: meter.budget.max_exponent }.into());
+                return Err(BudgetError::Exponent {
+                    limit: meter.budget.max_exponent,
+                }
+                .into());
             }
             let est = bits(b1).max(bits(b2)).saturating_mul(mag);
             meter.bits(est)?;
@@ -187,38 +210,53 @@ pub fn pow(base: Val, exp: Val, meter: &Meter) -> R {
                     sq = mul(sq.clone(), sq);
                 }
             }
-            return if n.is_negative() { div(Val::real(BigRational::one()), acc) } else { Ok(acc) };
+            return if n.is_negative() {
+                div(Val::real(BigRational::one()), acc)
+            } else {
+                Ok(acc)
+            };
         }
         // Rational exponent p/q of a real rational base: exact when the q-th root is.
-        if b2.is_zero() {
-            if let (Some(p), Some(q)) = (e.numer().to_i64(), e.denom().to_u32()) {
-                if q <= 64 && p.unsigned_abs() <= meter.budget.max_exponent {
-                    let neg = b1.is_negative();
-                    if !neg || q % 2 == 1 {
-                        let a = b1.abs();
-                        if let (Some(rn), Some(rd)) = (exact_root(a.numer(), q), exact_root(a.denom(), q)) {
-                            let root = BigRational::new(if neg { -rn } else { rn }, rd);
-                            return pow(Val::real(root), Val::real(BigRational::from_integer(p.into())), meter);
-                        }
-                        if neg {
-                            // Real odd root of a negative number.
-                            let v = -(qf(&a).powf(p as f64 / q as f64));
-                            return Ok(Val::F(if p % 2 == 0 { -v } else { v }, 0.0));
-                        }
-                    } else if q == 2 {
-                        // sqrt of a negative rational: i * sqrt(|b|).
-                        let r = pow(Val::real(-b1.clone()), exp.clone(), meter)?;
-                        let i_p = pow(Val::Q(BigRational::zero(), BigRational::one()), Val::real(BigRational::from_integer(p.into())), meter)?;
-                        return Ok(mul(r, i_p));
-                    }
+        if b2.is_zero()
+            && let (Some(p), Some(q)) = (e.numer().to_i64(), e.denom().to_u32())
+            && q <= 64
+            && p.unsigned_abs() <= meter.budget.max_exponent
+        {
+            let neg = b1.is_negative();
+            if !neg || q % 2 == 1 {
+                let a = b1.abs();
+                if let (Some(rn), Some(rd)) = (exact_root(a.numer(), q), exact_root(a.denom(), q)) {
+                    let root = BigRational::new(if neg { -rn } else { rn }, rd);
+                    return pow(
+                        Val::real(root),
+                        Val::real(BigRational::from_integer(p.into())),
+                        meter,
+                    );
                 }
+                if neg {
+                    // Real odd root of a negative number.
+                    let v = -(qf(&a).powf(p as f64 / q as f64));
+                    return Ok(Val::F(if p % 2 == 0 { -v } else { v }, 0.0));
+                }
+            } else if q == 2 {
+                // sqrt of a negative rational: i * sqrt(|b|).
+                let r = pow(Val::real(-b1.clone()), exp.clone(), meter)?;
+                let i_p = pow(
+                    Val::Q(BigRational::zero(), BigRational::one()),
+                    Val::real(BigRational::from_integer(p.into())),
+                    meter,
+                )?;
+                return Ok(mul(r, i_p));
             }
         }
     }
     let v = cpow_f(base.f(), exp.f());
     let (a, b) = v.f();
     if !a.is_finite() || !b.is_finite() {
-        return Err(BudgetError::TooBig { limit: meter.budget.max_bits }.into());
+        return Err(BudgetError::TooBig {
+            limit: meter.budget.max_bits,
+        }
+        .into());
     }
     Ok(v)
 }
@@ -228,7 +266,11 @@ fn real_f(v: &Val) -> Result<f64, EvalError> {
 }
 
 fn float(x: f64) -> R {
-    if x.is_nan() { Err(EvalError::Undefined) } else { Ok(Val::F(x, 0.0)) }
+    if x.is_nan() {
+        Err(EvalError::Undefined)
+    } else {
+        Ok(Val::F(x, 0.0))
+    }
 }
 
 fn int_arg(v: &Val) -> Result<BigInt, EvalError> {
@@ -245,7 +287,7 @@ pub fn eval(e: &Expr, env: &[(String, Val)], meter: &mut Meter) -> R {
 
 fn eval_d(e: &Expr, env: &[(String, Val)], meter: &mut Meter, depth: usize) -> R {
     meter.tick()?;
-    meter.depth(depth / 2)?;
+    meter.depth(depth)?;
     let ev = |x: &Expr, m: &mut Meter| eval_d(x, env, m, depth + 1);
     let v = match e {
         Expr::Num(q) | Expr::Dec(q, _) => Val::real(q.clone()),
@@ -253,7 +295,11 @@ fn eval_d(e: &Expr, env: &[(String, Val)], meter: &mut Meter, depth: usize) -> R
             let n = BigInt::parse_bytes(digits.as_bytes(), *b).ok_or(EvalError::Undefined)?;
             Val::real(BigRational::from_integer(n))
         }
-        Expr::Sym(s) => env.iter().find(|(n, _)| n == s).map(|(_, v)| v.clone()).ok_or_else(|| EvalError::Unbound(s.clone()))?,
+        Expr::Sym(s) => env
+            .iter()
+            .find(|(n, _)| n == s)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| EvalError::Unbound(s.clone()))?,
         Expr::Const(Const::Pi) => Val::F(std::f64::consts::PI, 0.0),
         Expr::Const(Const::E) => Val::F(std::f64::consts::E, 0.0),
         Expr::Const(Const::I) => Val::Q(BigRational::zero(), BigRational::one()),
@@ -284,7 +330,10 @@ fn eval_d(e: &Expr, env: &[(String, Val)], meter: &mut Meter, depth: usize) -> R
             let inv = div(Val::real(BigRational::one()), n)?;
             pow(ev(a, meter)?, inv, meter)?
         }
-        Expr::Percent(a) => div(ev(a, meter)?, Val::real(BigRational::from_integer(100.into())))?,
+        Expr::Percent(a) => div(
+            ev(a, meter)?,
+            Val::real(BigRational::from_integer(100.into())),
+        )?,
         Expr::Degree(a) | Expr::WithUnit(a, _) => ev(a, meter)?,
         Expr::Fact(a) => {
             let n = int_arg(&ev(a, meter)?)?;
@@ -293,7 +342,10 @@ fn eval_d(e: &Expr, env: &[(String, Val)], meter: &mut Meter, depth: usize) -> R
             }
             let n = n.to_u64().unwrap_or(u64::MAX);
             if n > meter.budget.max_factorial {
-                return Err(BudgetError::Factorial { limit: meter.budget.max_factorial }.into());
+                return Err(BudgetError::Factorial {
+                    limit: meter.budget.max_factorial,
+                }
+                .into());
             }
             let mut acc = BigInt::one();
             for k in 2..=n {
@@ -309,10 +361,17 @@ fn eval_d(e: &Expr, env: &[(String, Val)], meter: &mut Meter, depth: usize) -> R
             }
             func(name, &vals, meter)?
         }
-        Expr::PlusMinus(..) | Expr::Seq(..) | Expr::Set(_) | Expr::List(_) | Expr::Matrix(_) | Expr::Rel(..) => {
+        Expr::PlusMinus(..)
+        | Expr::Seq(..)
+        | Expr::Set(_)
+        | Expr::List(_)
+        | Expr::Matrix(_)
+        | Expr::Rel(..) => {
             return Err(EvalError::NotScalar);
         }
-        Expr::Union(_) | Expr::Ratio(_) | Expr::Text(_) | Expr::EmptySet | Expr::Reals => return Err(EvalError::NotScalar),
+        Expr::Union(_) | Expr::Ratio(_) | Expr::Text(_) | Expr::EmptySet | Expr::Reals => {
+            return Err(EvalError::NotScalar);
+        }
     };
     check(meter, v)
 }
@@ -329,22 +388,37 @@ fn func(name: &str, v: &[Val], meter: &mut Meter) -> R {
             Val::F(a, b) => float(a.hypot(*b)),
         },
         ("floor", 1) | ("ceil", 1) => match v[0].as_real_q() {
-            Some(q) => Ok(Val::real(if name == "floor" { q.floor() } else { q.ceil() })),
-            None => one(if name == "floor" { f64::floor } else { f64::ceil }),
+            Some(q) => Ok(Val::real(if name == "floor" {
+                q.floor()
+            } else {
+                q.ceil()
+            })),
+            None => one(if name == "floor" {
+                f64::floor
+            } else {
+                f64::ceil
+            }),
         },
         ("binom", 2) => {
             let (n, k) = (int_arg(&v[0])?, int_arg(&v[1])?);
             if k.is_negative() || k > n || n.is_negative() {
                 return Ok(Val::real(BigRational::zero()));
             }
-            let k = k.to_u64().unwrap_or(u64::MAX).min((&n - &k).to_u64().unwrap_or(u64::MAX));
+            let k = k
+                .to_u64()
+                .unwrap_or(u64::MAX)
+                .min((&n - &k).to_u64().unwrap_or(u64::MAX));
             if k > meter.budget.max_factorial {
-                return Err(BudgetError::Factorial { limit: meter.budget.max_factorial }.into());
+                return Err(BudgetError::Factorial {
+                    limit: meter.budget.max_factorial,
+                }
+                .into());
             }
             let mut acc = BigRational::one();
             for i in 0..k {
                 meter.tick()?;
-                acc = acc * BigRational::from_integer(&n - BigInt::from(i)) / BigRational::from_integer(BigInt::from(i + 1));
+                acc = acc * BigRational::from_integer(&n - BigInt::from(i))
+                    / BigRational::from_integer(BigInt::from(i + 1));
             }
             Ok(Val::real(acc))
         }
@@ -352,7 +426,11 @@ fn func(name: &str, v: &[Val], meter: &mut Meter) -> R {
             let mut acc = int_arg(&v[0])?;
             for x in &v[1..] {
                 let y = int_arg(x)?;
-                acc = if name == "gcd" { acc.gcd(&y) } else { acc.lcm(&y) };
+                acc = if name == "gcd" {
+                    acc.gcd(&y)
+                } else {
+                    acc.lcm(&y)
+                };
             }
             Ok(Val::real(BigRational::from_integer(acc)))
         }
@@ -379,7 +457,11 @@ fn func(name: &str, v: &[Val], meter: &mut Meter) -> R {
                 return Ok(Val::real(BigRational::zero()));
             }
             let x = real_f(&v[0])?;
-            if x <= 0.0 { Err(EvalError::Undefined) } else { float(x.ln()) }
+            if x <= 0.0 {
+                Err(EvalError::Undefined)
+            } else {
+                float(x.ln())
+            }
         }
         ("log", 1) | ("log", 2) => {
             let x = real_f(&v[0])?;
@@ -390,7 +472,9 @@ fn func(name: &str, v: &[Val], meter: &mut Meter) -> R {
             // Exact when the result is an integer power (log_2 8 = 3).
             let r = x.ln() / b.ln();
             if (r - r.round()).abs() < 1e-12 && v[0].as_real_q().is_some() {
-                return Ok(Val::real(BigRational::from_integer(BigInt::from(r.round() as i64))));
+                return Ok(Val::real(BigRational::from_integer(BigInt::from(
+                    r.round() as i64,
+                ))));
             }
             float(r)
         }
@@ -434,8 +518,16 @@ pub fn decimal_string(q: &BigRational, d: u32) -> String {
     let neg = scaled.is_negative();
     let s = scaled.abs().to_string();
     let d = d as usize;
-    let s = if s.len() <= d { format!("{}{}", "0".repeat(d + 1 - s.len()), s) } else { s };
+    let s = if s.len() <= d {
+        format!("{}{}", "0".repeat(d + 1 - s.len()), s)
+    } else {
+        s
+    };
     let (ip, fp) = s.split_at(s.len() - d);
     let sign = if neg { "-" } else { "" };
-    if d == 0 { format!("{sign}{ip}") } else { format!("{sign}{ip}.{fp}") }
+    if d == 0 {
+        format!("{sign}{ip}")
+    } else {
+        format!("{sign}{ip}.{fp}")
+    }
 }

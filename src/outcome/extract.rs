@@ -37,16 +37,24 @@ impl Source {
 }
 
 /// End-of-turn markers: anything after them is another turn, not this solution.
-const TURN_MARKERS: &[&str] = &["<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>", "</s>"];
+const TURN_MARKERS: &[&str] = &[
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<｜end▁of▁sentence｜>",
+    "</s>",
+];
 
 /// The part of a model output that holds its final answer.
 fn answer_region(s: &str) -> Option<&str> {
     let mut s = s;
     for m in TURN_MARKERS {
-        if let Some(k) = s.find(m) {
-            if !s[..k].trim().is_empty() {
-                s = &s[..k];
-            }
+        if let Some(k) = s.find(m)
+            && !s[..k].trim().is_empty()
+        {
+            s = &s[..k];
         }
     }
     if let Some(k) = s.rfind("</think>") {
@@ -99,7 +107,11 @@ fn boxes(s: &str) -> Option<Vec<(usize, usize, String)>> {
         } else {
             // `\boxed 5`: the next token.
             let rest = &s[open..];
-            let tok: String = rest.trim_start().chars().take_while(|c| !c.is_whitespace() && *c != '$').collect();
+            let tok: String = rest
+                .trim_start()
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '$')
+                .collect();
             let skip = rest.len() - rest.trim_start().len();
             if !tok.is_empty() {
                 out.push((start, open + skip + tok.len(), tok.clone()));
@@ -115,7 +127,13 @@ fn find_box(s: &str, from: usize) -> Option<(usize, usize)> {
     let a = r.find("\\boxed").map(|k| (k, 6));
     let f = r.find("\\fbox").map(|k| (k, 5));
     let (k, len) = match (a, f) {
-        (Some(x), Some(y)) => if x.0 < y.0 { x } else { y },
+        (Some(x), Some(y)) => {
+            if x.0 < y.0 {
+                x
+            } else {
+                y
+            }
+        }
         (Some(x), None) | (None, Some(x)) => x,
         (None, None) => return None,
     };
@@ -137,19 +155,32 @@ fn joins(gap: &str) -> bool {
         .replace("\\quad", " ")
         .replace("\\qquad", " ")
         .replace(['$', '{', '}', '\\', '(', ')', '[', ']'], " ");
-    let words: Vec<&str> = cleaned.split(|c: char| !c.is_alphabetic()).filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = cleaned
+        .split(|c: char| !c.is_alphabetic())
+        .filter(|w| !w.is_empty())
+        .collect();
     if words.is_empty() {
         return !cleaned.contains('.');
     }
-    words.iter().any(|w| matches!(w.to_ascii_lowercase().as_str(), "and" | "or"))
+    words
+        .iter()
+        .any(|w| matches!(w.to_ascii_lowercase().as_str(), "and" | "or"))
 }
 
-static FINAL_IS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)final answer\s*(?:is|:)\s*[:\s]*").unwrap());
-static ANSWER_IS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)(?:the )?answer is[:\s]+|(?m)^\s*\**\s*answer\s*\**\s*:\s*\**").unwrap());
+static FINAL_IS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)final answer\s*(?:is|:)\s*[:\s]*").unwrap());
+static ANSWER_IS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(?:the )?answer is[:\s]+|(?m)^\s*\**\s*answer\s*\**\s*:\s*\**").unwrap()
+});
 static BOLD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\*\*([^*\n]{1,80})\*\*").unwrap());
-static MATH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$((?:[^$\\]|\\.)+?)\$").unwrap());
-static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?%?").unwrap());
-static HOPE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\.?\s*(?:I hope|Hope this|This is the|Please let|\n\n|\[Note|Note:)").unwrap());
+static MATH: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?s)\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$((?:[^$\\]|\\.)+?)\$").unwrap()
+});
+static NUMBER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?%?").unwrap());
+static HOPE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\.?\s*(?:I hope|Hope this|This is the|Please let|\n\n|\[Note|Note:)").unwrap()
+});
 
 /// The answer text after a "final answer is" / "answer:" phrase.
 fn after_phrase(s: &str, at: usize) -> Option<String> {
@@ -157,10 +188,11 @@ fn after_phrase(s: &str, at: usize) -> Option<String> {
     let end = HOPE.find(rest).map(|m| m.start()).unwrap_or(rest.len());
     let mut t = rest[..end].trim().to_string();
     // "The volume of $V$ is 120." -> "120"
-    if let Some(k) = t.rfind(" is ") {
-        if !t[..k].contains('=') && t[..k].matches('$').count() % 2 == 0 {
-            t = t[k + 4..].to_string();
-        }
+    if let Some(k) = t.rfind(" is ")
+        && !t[..k].contains('=')
+        && t[..k].matches('$').count().is_multiple_of(2)
+    {
+        t = t[k + 4..].to_string();
     }
     let t = t.trim().trim_end_matches(['.', ',', ';']).trim();
     if t.is_empty() {
@@ -178,7 +210,10 @@ fn after_phrase(s: &str, at: usize) -> Option<String> {
 }
 
 fn span_text(c: &regex::Captures<'_>) -> String {
-    (1..=4).find_map(|i| c.get(i)).map(|m| m.as_str().trim().to_string()).unwrap_or_default()
+    (1..=4)
+        .find_map(|i| c.get(i))
+        .map(|m| m.as_str().trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Find the final answer of a solution. `None` means the solution has no answer.
@@ -215,23 +250,26 @@ pub fn extract_with(solution: &str, lenient: bool) -> Option<(String, Source)> {
         }
     }
     // 2. "final answer is".
-    if let Some(m) = final_phrase {
-        if let Some(a) = after_phrase(s, m.end()) {
-            return Some((a, Source::FinalAnswer));
-        }
+    if let Some(m) = final_phrase
+        && let Some(a) = after_phrase(s, m.end())
+    {
+        return Some((a, Source::FinalAnswer));
     }
     // 3. "the answer is", "Answer:".
-    if let Some(m) = ANSWER_IS.find_iter(s).last() {
-        if let Some(a) = after_phrase(s, m.end()) {
-            return Some((a, Source::AnswerLine));
-        }
+    if let Some(m) = ANSWER_IS.find_iter(s).last()
+        && let Some(a) = after_phrase(s, m.end())
+    {
+        return Some((a, Source::AnswerLine));
     }
     // 4. A bold answer near the end.
     if let Some(c) = BOLD.captures_iter(s).last() {
         let m = c.get(0).unwrap();
         if s.len() - m.end() < 200 {
             let inner = c[1].trim().trim_end_matches([':', '.']);
-            if !inner.is_empty() && !inner.to_ascii_lowercase().contains("answer") && !inner.to_ascii_lowercase().contains("step") {
+            if !inner.is_empty()
+                && !inner.to_ascii_lowercase().contains("answer")
+                && !inner.to_ascii_lowercase().contains("step")
+            {
                 return Some((inner.to_string(), Source::Bold));
             }
         }
@@ -263,14 +301,21 @@ fn last_box_start(s: &str) -> Option<(usize, usize)> {
 
 /// The last number written in prose ("... is 1,000.99€" -> "1,000.99").
 pub fn last_number(s: &str) -> Option<String> {
-    NUMBER.find_iter(s).last().map(|m| m.as_str().trim_end_matches(',').to_string())
+    NUMBER
+        .find_iter(s)
+        .last()
+        .map(|m| m.as_str().trim_end_matches(',').to_string())
 }
 
 /// Does this text read as a whole solution (rather than a bare answer)? Boxes, "answer"
 /// phrases, thinking tags, or prose: a word of three or more letters outside math and
 /// `\text{}` that is not a unit, a number word, a function or a connector.
 pub fn looks_like_solution(s: &str) -> bool {
-    if s.contains("\\boxed") || s.contains("\\fbox") || s.contains("</think>") || s.contains("<think>") {
+    if s.contains("\\boxed")
+        || s.contains("\\fbox")
+        || s.contains("</think>")
+        || s.contains("<think>")
+    {
         return true;
     }
     let lower = s.to_ascii_lowercase();
@@ -283,9 +328,39 @@ pub fn looks_like_solution(s: &str) -> bool {
 /// Is there a prose word in the text (outside TeX commands and their braced arguments)?
 pub fn has_prose(s: &str) -> bool {
     const NOT_PROSE: &[&str] = &[
-        "and", "sin", "cos", "tan", "sec", "csc", "cot", "log", "exp", "sqrt", "frac", "pmatrix", "bmatrix",
-        "matrix", "array", "begin", "end", "infty", "infinity", "pct", "percent", "percentage", "arcsin", "arccos",
-        "arctan", "sinh", "cosh", "tanh", "gcd", "lcm", "max", "min", "det",
+        "and",
+        "sin",
+        "cos",
+        "tan",
+        "sec",
+        "csc",
+        "cot",
+        "log",
+        "exp",
+        "sqrt",
+        "frac",
+        "pmatrix",
+        "bmatrix",
+        "matrix",
+        "array",
+        "begin",
+        "end",
+        "infty",
+        "infinity",
+        "pct",
+        "percent",
+        "percentage",
+        "arcsin",
+        "arccos",
+        "arctan",
+        "sinh",
+        "cosh",
+        "tanh",
+        "gcd",
+        "lcm",
+        "max",
+        "min",
+        "det",
     ];
     let b = s.as_bytes();
     let mut i = 0;
@@ -298,22 +373,25 @@ pub fn has_prose(s: &str) -> bool {
                 i += 1;
             }
             let name = &s[st..i];
-            if name.starts_with("text") || name.starts_with("math") || name == "mbox" || name == "operatorname" {
-                if b.get(i) == Some(&b'{') {
-                    let mut depth = 0;
-                    while i < b.len() {
-                        match b[i] {
-                            b'{' => depth += 1,
-                            b'}' => {
-                                depth -= 1;
-                                if depth == 0 {
-                                    break;
-                                }
+            if (name.starts_with("text")
+                || name.starts_with("math")
+                || name == "mbox"
+                || name == "operatorname")
+                && b.get(i) == Some(&b'{')
+            {
+                let mut depth = 0;
+                while i < b.len() {
+                    match b[i] {
+                        b'{' => depth += 1,
+                        b'}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
                             }
-                            _ => {}
                         }
-                        i += 1;
+                        _ => {}
                     }
+                    i += 1;
                 }
             }
             i += 1;
@@ -326,8 +404,10 @@ pub fn has_prose(s: &str) -> bool {
             }
             let w = &s[st..i];
             // Glued to digits or brackets (`1orW(x)`, `2x`) is algebra, not prose.
-            let glued = (st > 0 && (b[st - 1].is_ascii_digit() || b[st - 1] == b')' || b[st - 1] == b'('))
-                || b.get(i).is_some_and(|c| c.is_ascii_digit() || *c == b'(' || *c == b'_' || *c == b'^');
+            let glued = (st > 0
+                && (b[st - 1].is_ascii_digit() || b[st - 1] == b')' || b[st - 1] == b'('))
+                || b.get(i)
+                    .is_some_and(|c| c.is_ascii_digit() || *c == b'(' || *c == b'_' || *c == b'^');
             let lw = w.to_ascii_lowercase();
             if w.len() >= 3
                 && !glued

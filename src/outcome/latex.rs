@@ -61,12 +61,19 @@ pub fn decimal_value(lit: &str) -> Option<(BigRational, u32)> {
     };
     let (ip, fp) = mant.split_once('.').unwrap_or((mant, ""));
     let digits = format!("{ip}{fp}");
-    let n: BigInt = if digits.is_empty() { BigInt::zero() } else { digits.parse().ok()? };
+    let n: BigInt = if digits.is_empty() {
+        BigInt::zero()
+    } else {
+        digits.parse().ok()?
+    };
     let mut v = BigRational::new(n, num_traits::pow(BigInt::from(10), fp.len()));
     if exp.unsigned_abs() > 400 {
         return None;
     }
-    let p = BigRational::from_integer(num_traits::pow(BigInt::from(10), exp.unsigned_abs() as usize));
+    let p = BigRational::from_integer(num_traits::pow(
+        BigInt::from(10),
+        exp.unsigned_abs() as usize,
+    ));
     if exp > 0 {
         v *= p;
     } else if exp < 0 {
@@ -77,8 +84,8 @@ pub fn decimal_value(lit: &str) -> Option<(BigRational, u32)> {
 }
 
 const FUNCS: &[&str] = &[
-    "sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "ln",
-    "log", "lg", "exp", "det", "gcd", "lcm", "max", "min",
+    "sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
+    "ln", "log", "lg", "exp", "det", "gcd", "lcm", "max", "min",
 ];
 
 impl Parser<'_> {
@@ -126,17 +133,27 @@ impl Parser<'_> {
             return Ok(items.pop().unwrap());
         }
         // `p=5,q=2; p=7,q=2`: each `;` group is one solution, an ordered tuple.
-        Ok(Expr::List(items.into_iter().map(|e| match e {
-            Expr::List(v) => Expr::Seq('(', ')', v),
-            other => other,
-        }).collect()))
+        Ok(Expr::List(
+            items
+                .into_iter()
+                .map(|e| match e {
+                    Expr::List(v) => Expr::Seq('(', ')', v),
+                    other => other,
+                })
+                .collect(),
+        ))
     }
 
     fn at_end_of_item(&self) -> bool {
         match self.peek() {
             None => true,
-            Some(Tok::Ch(c)) => matches!(c, ')' | ']' | '}' | ';' | ',' | '&') || (*c == '|' && self.abs_open > 0),
-            Some(Tok::Cmd(c)) => matches!(c.as_str(), "}" | "\\" | "end" | "rangle" | "rfloor" | "rceil"),
+            Some(Tok::Ch(c)) => {
+                matches!(c, ')' | ']' | '}' | ';' | ',' | '&') || (*c == '|' && self.abs_open > 0)
+            }
+            Some(Tok::Cmd(c)) => matches!(
+                c.as_str(),
+                "}" | "\\" | "end" | "rangle" | "rfloor" | "rceil"
+            ),
             _ => false,
         }
     }
@@ -206,7 +223,11 @@ impl Parser<'_> {
             ops.push(op);
             items.push(self.ratio()?);
         }
-        Ok(if ops.is_empty() { items.pop().unwrap() } else { Expr::Rel(items, ops) })
+        Ok(if ops.is_empty() {
+            items.pop().unwrap()
+        } else {
+            Expr::Rel(items, ops)
+        })
     }
 
     fn ratio(&mut self) -> Result<Expr, ParseError> {
@@ -215,7 +236,11 @@ impl Parser<'_> {
             self.pos += 1;
             items.push(self.union()?);
         }
-        Ok(if items.len() == 1 { items.pop().unwrap() } else { Expr::Ratio(items) })
+        Ok(if items.len() == 1 {
+            items.pop().unwrap()
+        } else {
+            Expr::Ratio(items)
+        })
     }
 
     fn union(&mut self) -> Result<Expr, ParseError> {
@@ -224,7 +249,11 @@ impl Parser<'_> {
             self.pos += 1;
             items.push(self.sum()?);
         }
-        Ok(if items.len() == 1 { items.pop().unwrap() } else { Expr::Union(items) })
+        Ok(if items.len() == 1 {
+            items.pop().unwrap()
+        } else {
+            Expr::Union(items)
+        })
     }
 
     fn sum(&mut self) -> Result<Expr, ParseError> {
@@ -240,14 +269,22 @@ impl Parser<'_> {
             } else if self.is_cmd("pm") || self.is_cmd("mp") {
                 self.pos += 1;
                 let rhs = self.product()?;
-                let lhs = if terms.len() == 1 { terms.pop().unwrap() } else { Expr::Add(std::mem::take(&mut terms)) };
+                let lhs = if terms.len() == 1 {
+                    terms.pop().unwrap()
+                } else {
+                    Expr::Add(std::mem::take(&mut terms))
+                };
                 terms = vec![Expr::PlusMinus(Box::new(lhs), Box::new(rhs))];
             } else {
                 break;
             }
         }
         self.depth -= 1;
-        Ok(if terms.len() == 1 { terms.pop().unwrap() } else { Expr::Add(terms) })
+        Ok(if terms.len() == 1 {
+            terms.pop().unwrap()
+        } else {
+            Expr::Add(terms)
+        })
     }
 
     /// Can the next token start a factor of an implicit product?
@@ -258,10 +295,44 @@ impl Parser<'_> {
             Some(Tok::Ch(c)) => matches!(c, '(' | '{') || (*c == '|' && self.abs_open == 0),
             Some(Tok::Cmd(c)) => !matches!(
                 c.as_str(),
-                "cdot" | "times" | "div" | "pm" | "mp" | "cup" | "cap" | "le" | "leq" | "ge" | "geq" | "lt"
-                    | "gt" | "ne" | "neq" | "approx" | "in" | "quad" | "qquad" | "\\" | "}" | "end" | "rangle"
-                    | "rfloor" | "rceil" | "to" | "rightarrow" | "Rightarrow" | "implies" | "equiv" | "simeq"
-                    | "leqslant" | "geqslant" | "degree" | "thickapprox" | "ldots" | "dots" | "cdots"
+                "cdot"
+                    | "times"
+                    | "div"
+                    | "pm"
+                    | "mp"
+                    | "cup"
+                    | "cap"
+                    | "le"
+                    | "leq"
+                    | "ge"
+                    | "geq"
+                    | "lt"
+                    | "gt"
+                    | "ne"
+                    | "neq"
+                    | "approx"
+                    | "in"
+                    | "quad"
+                    | "qquad"
+                    | "\\"
+                    | "}"
+                    | "end"
+                    | "rangle"
+                    | "rfloor"
+                    | "rceil"
+                    | "to"
+                    | "rightarrow"
+                    | "Rightarrow"
+                    | "implies"
+                    | "equiv"
+                    | "simeq"
+                    | "leqslant"
+                    | "geqslant"
+                    | "degree"
+                    | "thickapprox"
+                    | "ldots"
+                    | "dots"
+                    | "cdots"
             ),
             _ => false,
         }
@@ -278,10 +349,18 @@ impl Parser<'_> {
             } else if self.is_ch('/') || self.is_cmd("div") {
                 self.pos += 1;
                 let d = self.unary()?;
-                let n = if f.len() == 1 { f.pop().unwrap() } else { Expr::Mul(std::mem::take(&mut f)) };
+                let n = if f.len() == 1 {
+                    f.pop().unwrap()
+                } else {
+                    Expr::Mul(std::mem::take(&mut f))
+                };
                 f = vec![Expr::Div(Box::new(n), Box::new(d))];
             } else if let Some(u) = self.unit_here() {
-                let n = if f.len() == 1 { f.pop().unwrap() } else { Expr::Mul(std::mem::take(&mut f)) };
+                let n = if f.len() == 1 {
+                    f.pop().unwrap()
+                } else {
+                    Expr::Mul(std::mem::take(&mut f))
+                };
                 f = vec![Expr::WithUnit(Box::new(n), u)];
             } else if self.starts_factor() {
                 f.push(self.power()?);
@@ -290,7 +369,11 @@ impl Parser<'_> {
             }
         }
         self.depth -= 1;
-        Ok(if f.len() == 1 { f.pop().unwrap() } else { Expr::Mul(f) })
+        Ok(if f.len() == 1 {
+            f.pop().unwrap()
+        } else {
+            Expr::Mul(f)
+        })
     }
 
     /// A unit after a quantity: `\text{ cm}`, `cm`, ` m` (single letters need a space),
@@ -312,15 +395,13 @@ impl Parser<'_> {
                     u = units::power(&u, k);
                     self.pos += 2;
                 }
-            } else if self.toks.get(self.pos + 1).map(|t| &t.0) == Some(&Tok::Ch('{')) {
-                if let (Some((Tok::Num(n), _)), Some((Tok::Ch('}'), _))) =
+            } else if self.toks.get(self.pos + 1).map(|t| &t.0) == Some(&Tok::Ch('{'))
+                && let (Some((Tok::Num(n), _)), Some((Tok::Ch('}'), _))) =
                     (self.toks.get(self.pos + 2), self.toks.get(self.pos + 3))
-                {
-                    if let Ok(k) = n.parse::<i8>() {
-                        u = units::power(&u, k);
-                        self.pos += 4;
-                    }
-                }
+                && let Ok(k) = n.parse::<i8>()
+            {
+                u = units::power(&u, k);
+                self.pos += 4;
             }
         }
         Some(u)
@@ -364,7 +445,9 @@ impl Parser<'_> {
         loop {
             self.meter.tick()?;
             match self.peek() {
-                Some(Tok::Ch('!')) if self.toks.get(self.pos + 1).map(|t| &t.0) != Some(&Tok::Ch('=')) => {
+                Some(Tok::Ch('!'))
+                    if self.toks.get(self.pos + 1).map(|t| &t.0) != Some(&Tok::Ch('=')) =>
+                {
                     self.pos += 1;
                     e = Expr::Fact(Box::new(e));
                 }
@@ -393,11 +476,15 @@ impl Parser<'_> {
                         Expr::Sym(s) => Expr::Sym(format!("{s}_{sub}")),
                         Expr::Num(n) if n.is_integer() => {
                             let b = match &sub {
-                                Expr::Num(b) if b.is_integer() => b.to_integer().to_string().parse::<u32>().ok(),
+                                Expr::Num(b) if b.is_integer() => {
+                                    b.to_integer().to_string().parse::<u32>().ok()
+                                }
                                 _ => None,
                             };
                             match b {
-                                Some(b) if (2..=36).contains(&b) => Expr::Base(n.to_integer().to_string(), b),
+                                Some(b) if (2..=36).contains(&b) => {
+                                    Expr::Base(n.to_integer().to_string(), b)
+                                }
                                 _ => Expr::Num(n),
                             }
                         }
@@ -422,12 +509,15 @@ impl Parser<'_> {
             }
             Some(Tok::Num(n)) => {
                 let n = n.clone();
-                if n.len() > 1 && !exponent {
+                // TeX reads one digit (`\frac12`); a spaced number (`√16`, `\sqrt 16`) is whole.
+                if n.len() > 1 && !exponent && !self.space_before() {
                     // Split `12` into `1` and a pushed-back `2`.
                     let (first, rest) = n.split_at(1);
                     self.toks[self.pos].0 = Tok::Num(rest.to_string());
                     self.toks[self.pos].1 = false;
-                    decimal_value(first).map(|(v, _)| Expr::Num(v)).ok_or(ParseError::End)?
+                    decimal_value(first)
+                        .map(|(v, _)| Expr::Num(v))
+                        .ok_or(ParseError::End)?
                 } else {
                     self.pos += 1;
                     number_expr(&n)?
@@ -473,7 +563,7 @@ impl Parser<'_> {
                     let rep = self.tex_arg(true)?;
                     if let Expr::Num(r) = &rep {
                         let digits = r.to_integer().to_string();
-                        e = repeating(&n, &digits).map(|v| Expr::Num(v)).unwrap_or(e);
+                        e = repeating(&n, &digits).map(Expr::Num).unwrap_or(e);
                     }
                 }
                 // Mixed number: `2\frac{1}{2}`.
@@ -483,7 +573,9 @@ impl Parser<'_> {
                     let a = self.tex_arg(false)?;
                     let b = self.tex_arg(false)?;
                     match (&a, &b) {
-                        (Expr::Num(x), Expr::Num(y)) if x.is_integer() && y.is_integer() && !y.is_zero() && x < y => {
+                        (Expr::Num(x), Expr::Num(y))
+                            if x.is_integer() && y.is_integer() && !y.is_zero() && x < y =>
+                        {
                             if let Expr::Num(w) = &e {
                                 e = Expr::Num(w + x / y);
                             }
@@ -588,7 +680,11 @@ impl Parser<'_> {
             while self.starts_factor() && !self.next_is_function() && !self.is_ch('(') {
                 f.push(self.power()?);
             }
-            if f.len() == 1 { f.pop().unwrap() } else { Expr::Mul(f) }
+            if f.len() == 1 {
+                f.pop().unwrap()
+            } else {
+                Expr::Mul(f)
+            }
         };
         let mut args = match arg {
             Expr::List(v) if matches!(name, "gcd" | "lcm" | "max" | "min") => v,
@@ -605,7 +701,9 @@ impl Parser<'_> {
         Ok(match power {
             // `\sin^{-1} x` is arcsin.
             Some(Expr::Neg(p)) if *p == Expr::int(1) => match &f {
-                Expr::Func(n, a) if matches!(n.as_str(), "sin" | "cos" | "tan") => Expr::Func(format!("arc{n}"), a.clone()),
+                Expr::Func(n, a) if matches!(n.as_str(), "sin" | "cos" | "tan") => {
+                    Expr::Func(format!("arc{n}"), a.clone())
+                }
                 _ => Expr::Pow(Box::new(f), Box::new(Expr::Neg(p))),
             },
             Some(p) => Expr::Pow(Box::new(f), Box::new(p)),
@@ -633,8 +731,8 @@ impl Parser<'_> {
                 Expr::Func("binom".into(), vec![a, b])
             }
             "sqrt" => self.function("sqrt")?,
-            "boxed" | "fbox" | "mathbb" | "overline" | "underline" | "hat" | "vec" | "mathcal" | "bar" | "widehat"
-            | "overrightarrow" | "mathbf" | "bm" | "boldsymbol" => {
+            "boxed" | "fbox" | "mathbb" | "overline" | "underline" | "hat" | "vec" | "mathcal"
+            | "bar" | "widehat" | "overrightarrow" | "mathbf" | "bm" | "boldsymbol" => {
                 let e = self.tex_arg(false)?;
                 match (c, &e) {
                     ("mathbb", Expr::Sym(s)) if s == "R" => Expr::Reals,
@@ -677,7 +775,9 @@ impl Parser<'_> {
             "degree" => Expr::Degree(Box::new(Expr::int(1))),
             name if FUNCS.contains(&name) => self.function(name)?,
             "arcsec" | "arccsc" | "arccot" | "operatorname" => self.function(c)?,
-            name if name.len() > 1 && name.chars().all(|c| c.is_ascii_alphabetic()) => Expr::Sym(name.to_string()),
+            name if name.len() > 1 && name.chars().all(|c| c.is_ascii_alphabetic()) => {
+                Expr::Sym(name.to_string())
+            }
             other => return Err(ParseError::Unexpected(format!("\\{other}"))),
         })
     }
@@ -736,10 +836,17 @@ impl Parser<'_> {
         if name.contains("matrix") || name == "array" {
             let is_det = name == "vmatrix";
             let m = Expr::Matrix(rows);
-            return Ok(if is_det { Expr::Func("det".into(), vec![m]) } else { m });
+            return Ok(if is_det {
+                Expr::Func("det".into(), vec![m])
+            } else {
+                m
+            });
         }
         // align/cases and others: keep the last row's content.
-        Ok(rows.pop().and_then(|mut r| r.pop()).unwrap_or(Expr::List(vec![])))
+        Ok(rows
+            .pop()
+            .and_then(|mut r| r.pop())
+            .unwrap_or(Expr::List(vec![])))
     }
 }
 
@@ -753,7 +860,11 @@ fn letter(w: &str) -> Expr {
 
 fn number_expr(n: &str) -> Result<Expr, ParseError> {
     let (v, d) = decimal_value(n).ok_or_else(|| ParseError::Unexpected(n.to_string()))?;
-    Ok(if n.contains(['.', 'e', 'E']) && d > 0 { Expr::Dec(v, d) } else { Expr::Num(v) })
+    Ok(if n.contains(['.', 'e', 'E']) && d > 0 {
+        Expr::Dec(v, d)
+    } else {
+        Expr::Num(v)
+    })
 }
 
 /// `0.1\overline{6}` = 1/6.
@@ -763,7 +874,8 @@ fn repeating(lit: &str, rep: &str) -> Option<BigRational> {
     let all: BigInt = format!("{ip}{fp}{rep}").parse().ok()?;
     let head: BigInt = format!("{ip}{fp}").parse().ok()?;
     let ten = BigInt::from(10);
-    let den = (num_traits::pow(ten.clone(), rep.len()) - BigInt::one()) * num_traits::pow(ten, fp.len());
+    let den =
+        (num_traits::pow(ten.clone(), rep.len()) - BigInt::one()) * num_traits::pow(ten, fp.len());
     Some(BigRational::new(all - head, den))
 }
 

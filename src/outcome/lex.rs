@@ -111,7 +111,8 @@ pub fn normalize(s: &str) -> String {
         }
         if b[i] == b'\\' {
             for d in DROP {
-                if t[i..].starts_with(d) && !b.get(i + d.len()).is_some_and(u8::is_ascii_alphabetic) {
+                if t[i..].starts_with(d) && !b.get(i + d.len()).is_some_and(u8::is_ascii_alphabetic)
+                {
                     i += d.len();
                     // `\left.` / `\right.` are invisible delimiters.
                     if b.get(i) == Some(&b'.') {
@@ -174,14 +175,16 @@ pub fn join_thousands(s: &str) -> String {
         let mut groups: Vec<(usize, usize)> = Vec::new();
         let mut j = i;
         let mut sep_kind: Option<String> = None;
-        loop {
-            let Some((len, kind)) = separator_at(s, j) else { break };
+        while let Some((len, kind)) = separator_at(s, j) {
             if sep_kind.as_ref().is_some_and(|k| *k != kind) {
                 break;
             }
             let d = j + len;
             let e = d + 3;
-            if e > b.len() || !b[d..e].iter().all(u8::is_ascii_digit) || b.get(e).is_some_and(u8::is_ascii_digit) {
+            if e > b.len()
+                || !b[d..e].iter().all(u8::is_ascii_digit)
+                || b.get(e).is_some_and(u8::is_ascii_digit)
+            {
                 break;
             }
             sep_kind = Some(kind);
@@ -206,17 +209,15 @@ pub fn join_thousands(s: &str) -> String {
 fn separator_at(s: &str, j: usize) -> Option<(usize, String)> {
     let rest = &s[j..];
     for pat in ["{,}\\!", "{,}", ",\\!", "\\,", "\\!", "\\ "] {
-        if rest.starts_with(pat) {
+        if let Some(after) = rest.strip_prefix(pat) {
             // `11,\! 111`: spaces after an explicit separator do not split the number.
-            let after = &rest[pat.len()..];
             let spaces = after.len() - after.trim_start_matches(' ').len();
             return Some((pat.len() + spaces, pat.to_string()));
         }
     }
     // `14 {, }916`, `14{ , }916`
     let trimmed = rest.trim_start();
-    if trimmed.starts_with('{') {
-        let inner = &trimmed[1..];
+    if let Some(inner) = trimmed.strip_prefix('{') {
         let inner_t = inner.trim_start();
         if let Some(after) = inner_t.strip_prefix(',') {
             let after_t = after.trim_start();
@@ -238,8 +239,23 @@ fn separator_at(s: &str, j: usize) -> Option<(usize, String)> {
 
 /// Commands whose (braced) argument is literal text rather than math.
 const TEXT_CMDS: &[&str] = &[
-    "text", "textbf", "textit", "textrm", "textnormal", "textsf", "texttt", "mbox", "mathrm", "mathbf",
-    "mathit", "mathsf", "mathtt", "operatorname", "hbox", "emph", "textup",
+    "text",
+    "textbf",
+    "textit",
+    "textrm",
+    "textnormal",
+    "textsf",
+    "texttt",
+    "mbox",
+    "mathrm",
+    "mathbf",
+    "mathit",
+    "mathsf",
+    "mathtt",
+    "operatorname",
+    "hbox",
+    "emph",
+    "textup",
 ];
 
 /// Cut normalised text into tokens. Never fails: unknown characters become `Ch`.
@@ -255,12 +271,14 @@ pub fn tokenize(s: &str) -> Vec<(Tok, bool)> {
             i += 1;
             continue;
         }
-        let tok = if c.is_ascii_digit() || (c == '.' && cs.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+        let tok = if c.is_ascii_digit()
+            || (c == '.' && cs.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             let st = i;
             while i < cs.len() && cs[i].is_ascii_digit() {
                 i += 1;
             }
-            if i < cs.len() && cs[i] == '.' && !cs.get(i + 1).is_some_and(|d| *d == '.') {
+            if i < cs.len() && cs[i] == '.' && cs.get(i + 1).is_none_or(|d| *d != '.') {
                 i += 1;
                 while i < cs.len() && cs[i].is_ascii_digit() {
                     i += 1;
@@ -288,9 +306,13 @@ pub fn tokenize(s: &str) -> Vec<(Tok, bool)> {
             }
             let w: String = cs[st..i].iter().collect();
             // `1orW(x)` / `(7,11)and(11,7)`: a connector glued to what follows.
-            let after_value = matches!(out.last(), Some((Tok::Num(_), _)) | Some((Tok::Ch(')'), _)));
+            let after_value =
+                matches!(out.last(), Some((Tok::Num(_), _)) | Some((Tok::Ch(')'), _)));
             let glued = ["or", "and"].into_iter().find(|k| {
-                after_value && w.len() > k.len() && w.starts_with(k) && w[k.len()..].starts_with(|c: char| c.is_ascii_uppercase())
+                after_value
+                    && w.len() > k.len()
+                    && w.starts_with(k)
+                    && w[k.len()..].starts_with(|c: char| c.is_ascii_uppercase())
             });
             if let Some(k) = glued {
                 out.push((Tok::Sep, space));
@@ -322,7 +344,9 @@ pub fn tokenize(s: &str) -> Vec<(Tok, bool)> {
                     let ct = content.trim();
                     let lower = ct.to_ascii_lowercase();
                     let lower = lower.trim_matches(|c: char| c == ',' || c.is_whitespace());
-                    if matches!(lower, "and" | "or" | "and/or") || (lower.is_empty() && content.contains(',')) {
+                    if matches!(lower, "and" | "or" | "and/or")
+                        || (lower.is_empty() && content.contains(','))
+                    {
                         Tok::Sep
                     } else if ct.is_empty() {
                         space = true;
@@ -354,9 +378,11 @@ fn split_runon(name: &str) -> Option<&'static str> {
     if FULL.contains(&name) {
         return None;
     }
-    ["qquad", "quad", "cdot", "times", "pm", "mp", "div", "infty", "pi"]
-        .into_iter()
-        .find(|k| name.len() > k.len() && name.starts_with(k))
+    [
+        "qquad", "quad", "cdot", "times", "pm", "mp", "div", "infty", "pi",
+    ]
+    .into_iter()
+    .find(|k| name.len() > k.len() && name.starts_with(k))
 }
 
 /// Read `{...}` (brace-matched) at `i`, or a single character when no brace follows.

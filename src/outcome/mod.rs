@@ -95,18 +95,24 @@ fn clean_answer(s: &str) -> String {
     loop {
         let before = t;
         t = t.trim_end_matches(['.', ',', ';', ' ', '\n']).trim();
-        t = t.strip_prefix("$$").and_then(|x| x.strip_suffix("$$")).unwrap_or(t);
-        t = t.strip_prefix('$').and_then(|x| x.strip_suffix('$')).unwrap_or(t);
+        t = t
+            .strip_prefix("$$")
+            .and_then(|x| x.strip_suffix("$$"))
+            .unwrap_or(t);
+        t = t
+            .strip_prefix('$')
+            .and_then(|x| x.strip_suffix('$'))
+            .unwrap_or(t);
         t = t.strip_suffix("\\end{align*}").unwrap_or(t).trim();
         if t == before {
             break;
         }
     }
     // A whole-answer box: `\boxed{...}`.
-    if let Some(inner) = t.strip_prefix("\\boxed{").and_then(|x| x.strip_suffix('}')) {
-        if inner.matches('{').count() == inner.matches('}').count() {
-            return inner.trim().to_string();
-        }
+    if let Some(inner) = t.strip_prefix("\\boxed{").and_then(|x| x.strip_suffix('}'))
+        && inner.matches('{').count() == inner.matches('}').count()
+    {
+        return inner.trim().to_string();
     }
     t.to_string()
 }
@@ -115,7 +121,9 @@ fn clean_answer(s: &str) -> String {
 /// solution (with a box) as in MATH.
 fn reference_text(r: &str) -> Option<String> {
     if extract::looks_like_solution(r) {
-        extract::extract_with(r, true).map(|x| x.0).or_else(|| Some(r.to_string()))
+        extract::extract_with(r, true)
+            .map(|x| x.0)
+            .or_else(|| Some(r.to_string()))
     } else {
         Some(r.to_string())
     }
@@ -125,43 +133,58 @@ fn reference_text(r: &str) -> Option<String> {
 fn readings(text: &str, meter: &mut Meter) -> Result<Vec<Answer>, BudgetError> {
     let t = clean_answer(text);
     if t.len() > meter.budget.max_answer_len {
-        return Err(BudgetError::TooLong { limit: meter.budget.max_answer_len });
+        return Err(BudgetError::TooLong {
+            limit: meter.budget.max_answer_len,
+        });
     }
     let mut out = Vec::new();
     if let Some(a) = answer::from_words(&t) {
         out.push(a);
     }
-    let parse_one = |s: &str, meter: &mut Meter, out: &mut Vec<Answer>| -> Result<bool, BudgetError> {
-        match latex::parse(s, meter) {
-            Ok(e) => {
-                if e.size() > 20_000 {
-                    return Err(BudgetError::TooLong { limit: meter.budget.max_answer_len });
+    let parse_one =
+        |s: &str, meter: &mut Meter, out: &mut Vec<Answer>| -> Result<bool, BudgetError> {
+            match latex::parse(s, meter) {
+                Ok(e) => {
+                    if e.size() > 20_000 {
+                        return Err(BudgetError::TooLong {
+                            limit: meter.budget.max_answer_len,
+                        });
+                    }
+                    out.push(answer::classify(e, meter));
+                    Ok(true)
                 }
-                out.push(answer::classify(e, meter));
-                Ok(true)
+                Err(latex::ParseError::Budget(b)) => Err(b),
+                Err(_) => Ok(false),
             }
-            Err(latex::ParseError::Budget(b)) => Err(b),
-            Err(_) => Ok(false),
-        }
-    };
+        };
     let parsed = parse_one(&t, meter, &mut out)?;
     let prose = extract::has_prose(&t);
-    if (!parsed && out.is_empty() && prose) || (parsed && prose && out.iter().any(has_text)) {
-        if let Some(n) = extract::last_number(&t) {
-            parse_one(&n, meter, &mut out)?;
-            if !n.contains(['.', ' ']) && n.matches(',').count() == 1 {
-                parse_one(&n.replace(',', "."), meter, &mut out)?;
-            }
+    // Prose around a number ("Soucis : 2,74 $"): also read the last number.
+    let wordy = if parsed {
+        out.iter().any(has_text)
+    } else {
+        out.is_empty()
+    };
+    if prose
+        && wordy
+        && let Some(n) = extract::last_number(&t)
+    {
+        parse_one(&n, meter, &mut out)?;
+        if !n.contains(['.', ' ']) && n.matches(',').count() == 1 {
+            parse_one(&n.replace(',', "."), meter, &mut out)?;
         }
     }
     // Decimal comma (`1,22`, `0,111`, `1000,99`) as an alternative reading.
     let bare = t.trim_start_matches('-');
-    if let Some((a, b)) = bare.split_once(',') {
-        if !a.is_empty() && !b.is_empty() && a.chars().all(|c| c.is_ascii_digit()) && b.chars().all(|c| c.is_ascii_digit()) {
-            parse_one(&t.replace(',', "."), meter, &mut out)?;
-            // `1,000`: also the list 1, 000 (never confused: both readings are kept).
-            parse_one(&t.replace(',', ", "), meter, &mut out)?;
-        }
+    if let Some((a, b)) = bare.split_once(',')
+        && !a.is_empty()
+        && !b.is_empty()
+        && a.chars().all(|c| c.is_ascii_digit())
+        && b.chars().all(|c| c.is_ascii_digit())
+    {
+        parse_one(&t.replace(',', "."), meter, &mut out)?;
+        // `1,000`: also the list 1, 000 (never confused: both readings are kept).
+        parse_one(&t.replace(',', ", "), meter, &mut out)?;
     }
     if out.is_empty() {
         out.push(Answer::Text(answer::plain_words(&t)));
@@ -171,7 +194,9 @@ fn readings(text: &str, meter: &mut Meter) -> Result<Vec<Answer>, BudgetError> {
 
 /// Signs that a solution was cut off: an unclosed box or an unfinished `<think>`.
 fn truncated(s: &str) -> bool {
-    (s.contains("<think>") && !s.contains("</think>")) || s.contains("\\boxed") || s.contains("\\fbox")
+    (s.contains("<think>") && !s.contains("</think>"))
+        || s.contains("\\boxed")
+        || s.contains("\\fbox")
 }
 
 fn has_text(a: &Answer) -> bool {
@@ -197,11 +222,22 @@ fn budget_verdict(extracted: Option<String>, e: BudgetError) -> Verdict {
 }
 
 /// Compare a candidate (answer or solution) with a reference answer.
-pub fn check(reference: &str, candidate: &str, mode: Mode, opts: &Options, budget: &Budget) -> Verdict {
+pub fn check(
+    reference: &str,
+    candidate: &str,
+    mode: Mode,
+    opts: &Options,
+    budget: &Budget,
+) -> Verdict {
     let mut meter = Meter::new(*budget);
     for s in [reference, candidate] {
         if s.len() > budget.max_solution_len {
-            return budget_verdict(None, BudgetError::TooLong { limit: budget.max_solution_len });
+            return budget_verdict(
+                None,
+                BudgetError::TooLong {
+                    limit: budget.max_solution_len,
+                },
+            );
         }
     }
     let Some(ref_text) = reference_text(reference) else {
@@ -217,7 +253,14 @@ pub fn check(reference: &str, candidate: &str, mode: Mode, opts: &Options, budge
             Some((a, _)) => a,
             // In auto mode a short text with no answer markers is read as the answer itself.
             None if mode == Mode::Auto && !truncated(candidate) => candidate.to_string(),
-            None => return verdict(false, None, "no_answer", "no final answer found (the solution may be truncated)"),
+            None => {
+                return verdict(
+                    false,
+                    None,
+                    "no_answer",
+                    "no final answer found (the solution may be truncated)",
+                );
+            }
         }
     } else {
         candidate.to_string()
@@ -237,7 +280,10 @@ pub fn check(reference: &str, candidate: &str, mode: Mode, opts: &Options, budge
     if std::env::var_os("STEPKTO_DEBUG").is_some() {
         eprintln!("ref {ref_text:?} -> {rs:?}\ncand {cand_text:?} -> {cs:?}");
     }
-    let mut ctx = equiv::Ctx { meter: &mut meter, opts: *opts };
+    let mut ctx = equiv::Ctx {
+        meter: &mut meter,
+        opts: *opts,
+    };
     let mut saw_budget = false;
     for r in &rs {
         for c in &cs {
@@ -257,10 +303,20 @@ pub fn check(reference: &str, candidate: &str, mode: Mode, opts: &Options, budge
         }
     }
     if normalized(&clean_answer(&ref_text)) == normalized(extracted.as_deref().unwrap_or("")) {
-        return verdict(true, extracted, "equal_text", "identical after normalisation");
+        return verdict(
+            true,
+            extracted,
+            "equal_text",
+            "identical after normalisation",
+        );
     }
     if saw_budget {
-        return verdict(false, extracted, "budget", "could not be decided within the budget (size, exponent or time)");
+        return verdict(
+            false,
+            extracted,
+            "budget",
+            "could not be decided within the budget (size, exponent or time)",
+        );
     }
     if rs.iter().chain(&cs).all(|a| matches!(a, Answer::Text(_))) {
         return verdict(false, extracted, "not_equal", "different text answers");
@@ -269,5 +325,7 @@ pub fn check(reference: &str, candidate: &str, mode: Mode, opts: &Options, budge
 }
 
 fn normalized(s: &str) -> String {
-    s.chars().filter(|c| !c.is_whitespace() && *c != '$').collect()
+    s.chars()
+        .filter(|c| !c.is_whitespace() && *c != '$')
+        .collect()
 }

@@ -15,10 +15,34 @@ const V: [i8; 6] = [3, 0, 0, 0, 0, 0];
 
 /// (spellings, dimension, size in the base unit).
 const TABLE: &[(&[&str], [i8; 6], f64)] = &[
-    (&["mm", "millimeter", "millimeters", "millimetre", "millimetres"], L, 1e-3),
-    (&["cm", "centimeter", "centimeters", "centimetre", "centimetres"], L, 1e-2),
+    (
+        &[
+            "mm",
+            "millimeter",
+            "millimeters",
+            "millimetre",
+            "millimetres",
+        ],
+        L,
+        1e-3,
+    ),
+    (
+        &[
+            "cm",
+            "centimeter",
+            "centimeters",
+            "centimetre",
+            "centimetres",
+        ],
+        L,
+        1e-2,
+    ),
     (&["m", "meter", "meters", "metre", "metres"], L, 1.0),
-    (&["km", "kilometer", "kilometers", "kilometre", "kilometres"], L, 1e3),
+    (
+        &["km", "kilometer", "kilometers", "kilometre", "kilometres"],
+        L,
+        1e3,
+    ),
     (&["in", "inch", "inches"], L, 0.0254),
     (&["ft", "foot", "feet"], L, 0.3048),
     (&["yd", "yard", "yards"], L, 0.9144),
@@ -35,7 +59,11 @@ const TABLE: &[(&[&str], [i8; 6], f64)] = &[
     (&["day", "days"], T, 86400.0),
     (&["week", "weeks"], T, 604800.0),
     (&["year", "years"], T, 31557600.0),
-    (&["deg", "degree", "degrees"], A, std::f64::consts::PI / 180.0),
+    (
+        &["deg", "degree", "degrees"],
+        A,
+        std::f64::consts::PI / 180.0,
+    ),
     (&["rad", "radian", "radians"], A, 1.0),
     (&["ml", "mL", "milliliter", "milliliters"], V, 1e-6),
     (&["L", "l", "liter", "liters", "litre", "litres"], V, 1e-3),
@@ -47,9 +75,9 @@ const TABLE: &[(&[&str], [i8; 6], f64)] = &[
 /// Words that are accepted after a number but carry no dimension we convert: they are
 /// dropped ("5 apples", "0.06 yuan"). Kept short on purpose: an unknown word is text.
 const COUNT_WORDS: &[&str] = &[
-    "units", "unit", "sq", "square", "cubic", "yuan", "euros", "euro", "people", "students", "ways", "times",
-    "apples", "marbles", "books", "cars", "boxes", "balls", "coins", "points", "steps", "games", "numbers",
-    "integers", "digits", "pages", "papers", "bins",
+    "units", "unit", "sq", "square", "cubic", "yuan", "euros", "euro", "people", "students",
+    "ways", "times", "apples", "marbles", "books", "cars", "boxes", "balls", "coins", "points",
+    "steps", "games", "numbers", "integers", "digits", "pages", "papers", "bins",
 ];
 
 pub fn lookup(word: &str) -> Option<Unit> {
@@ -88,17 +116,40 @@ pub fn power(u: &Unit, k: i8) -> Unit {
 }
 
 pub fn is_percent_word(w: &str) -> bool {
-    matches!(w.to_ascii_lowercase().as_str(), "percent" | "pct" | "percentage" | "percents")
+    matches!(
+        w.to_ascii_lowercase().as_str(),
+        "percent" | "pct" | "percentage" | "percents"
+    )
 }
 
 /// "seven", "twenty-one" (as one word "twentyone" after hyphen removal is not attempted),
 /// "hundred"; only whole words.
 pub fn number_word(w: &str) -> Option<i64> {
     const ONES: &[&str] = &[
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
     ];
-    const TENS: &[&str] = &["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
+    const TENS: &[&str] = &[
+        "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
     if let Some(i) = ONES.iter().position(|x| *x == w) {
         return Some(i as i64);
     }
@@ -116,7 +167,10 @@ pub fn number_word(w: &str) -> Option<i64> {
 /// A whole answer written in words: "twenty-one", "three hundred twelve", "one thousand".
 pub fn parse_number_words(s: &str) -> Option<i64> {
     let lower = s.trim().trim_end_matches('.').to_ascii_lowercase();
-    let words: Vec<&str> = lower.split(|c: char| c == ' ' || c == '-').filter(|w| !w.is_empty() && *w != "and").collect();
+    let words: Vec<&str> = lower
+        .split([' ', '-'])
+        .filter(|w| !w.is_empty() && *w != "and")
+        .collect();
     if words.is_empty() || words.len() > 8 {
         return None;
     }

@@ -58,7 +58,10 @@ pub fn cache_key(parts: &serde_json::Value) -> String {
 }
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Store {
@@ -67,10 +70,17 @@ impl Store {
         install_default_drivers();
         let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_string())
-        } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        } else if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
             // Create the file when missing; WAL keeps readers off the writer's back.
             let sep = if path.contains('?') { '&' } else { '?' };
-            let url = if path.contains("mode=") { url.to_string() } else { format!("sqlite://{path}{sep}mode=rwc") };
+            let url = if path.contains("mode=") {
+                url.to_string()
+            } else {
+                format!("sqlite://{path}{sep}mode=rwc")
+            };
             (Backend::Sqlite, url)
         } else {
             return Err(StoreError::Url(url.to_string()));
@@ -89,11 +99,17 @@ impl Store {
     /// Run the migrations for this backend; marks the store ready on success.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         if self.backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode=WAL").execute(&self.pool).await?;
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&self.pool)
+                .await?;
         }
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
         }
         self.ready.store(true, Ordering::SeqCst);
         Ok(())
@@ -140,7 +156,10 @@ impl Store {
         let mut out = HashMap::new();
         for chunk in keys.chunks(500) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!("SELECT key, body FROM verdicts WHERE key IN ({})", placeholders.join(","));
+            let sql = format!(
+                "SELECT key, body FROM verdicts WHERE key IN ({})",
+                placeholders.join(",")
+            );
             // Safe: only `$n` placeholders are interpolated; every key is a bound value.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for k in chunk {
@@ -154,7 +173,12 @@ impl Store {
     }
 
     /// Insert verdicts; an existing key is left as it is (the first verdict wins).
-    pub async fn put_many(&self, kind: &str, engine: &str, rows: &[(String, String)]) -> Result<(), StoreError> {
+    pub async fn put_many(
+        &self,
+        kind: &str,
+        engine: &str,
+        rows: &[(String, String)],
+    ) -> Result<(), StoreError> {
         if !self.ready() {
             return Err(StoreError::NotReady);
         }
@@ -185,7 +209,9 @@ impl Store {
         if !self.ready() {
             return Err(StoreError::NotReady);
         }
-        let row = sqlx::query("SELECT COUNT(*) FROM verdicts").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT COUNT(*) FROM verdicts")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get::<i64, _>(0)?)
     }
 
