@@ -96,6 +96,10 @@ fn clean_answer(s: &str) -> String {
         let before = t;
         t = t.trim_end_matches(['.', ',', ';', ' ', '\n']).trim();
         t = t
+            .strip_prefix("**")
+            .and_then(|x| x.strip_suffix("**"))
+            .unwrap_or(t);
+        t = t
             .strip_prefix("$$")
             .and_then(|x| x.strip_suffix("$$"))
             .unwrap_or(t);

@@ -1,0 +1,156 @@
+//! The Math-Verify / Qwen grader pairs (tests/data/pairs_mathverify.jsonl): every row whose
+//! expectation is mathematics must agree; rows that encode that library's policy are listed
+//! in `POLICY` with our decision, and must give *our* answer.
+
+use serde_json::Value;
+use stepkto::outcome::{Budget, Mode, Options, check};
+
+/// (row, our verdict, why we differ from the row's expectation).
+const POLICY: &[(usize, bool, &str)] = &[
+    (
+        31,
+        true,
+        "a newline inside $...$ is valid TeX; the library rejects it",
+    ),
+    (
+        32,
+        true,
+        "a newline inside \\(...\\) is valid TeX; the library rejects it",
+    ),
+    (
+        133,
+        false,
+        "0.33 shows 2 significant digits; we need 3 to accept a decimal for 1/3 (min_sig_digits)",
+    ),
+    (
+        187,
+        true,
+        "x in [-2,7] and -2 <= x <= 7 are the same set; the library needs a flag",
+    ),
+    (
+        189,
+        true,
+        "the gold string holds a TAB where \\t was meant; read as intended it is 13",
+    ),
+    (
+        253,
+        false,
+        "f(x) and f(y) differ: variable names are significant (the row tests a non-strict mode)",
+    ),
+    (
+        263,
+        false,
+        "1 - 1/e != 1 + 1/e (the row pins a known false positive of the library)",
+    ),
+];
+
+fn rows() -> Vec<Value> {
+    include_str!("data/pairs_mathverify.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn every_mathematical_row_agrees() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (i, row) in rows().iter().enumerate() {
+        let gold = row["gold"].as_str().unwrap();
+        let pred = row["prediction"].as_str().unwrap();
+        let got = check(
+            gold,
+            pred,
+            Mode::Auto,
+            &Options::default(),
+            &Budget::default(),
+        );
+        let want = match POLICY.iter().find(|p| p.0 == i) {
+            Some(p) => p.1,
+            None => match row["expected_equal"].as_bool() {
+                Some(b) => b,
+                None => continue, // rows whose truth depends on a rounding policy
+            },
+        };
+        checked += 1;
+        if got.equivalent != want {
+            failures.push(format!(
+                "row {i}: gold {gold:?} pred {:?} -> {got:?}, want {want}",
+                pred.chars().take(120).collect::<String>()
+            ));
+        }
+    }
+    assert!(checked > 270, "only {checked} rows checked");
+    assert!(
+        failures.is_empty(),
+        "{} rows disagree:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn policy_rows_really_differ_from_the_library() {
+    // Keeps POLICY honest: each listed row must be one where we disagree with the file.
+    let rows = rows();
+    for (i, ours, why) in POLICY {
+        let expected = rows[*i]["expected_equal"].as_bool();
+        assert_ne!(
+            expected,
+            Some(*ours),
+            "row {i} is listed as policy ({why}) but agrees with the file"
+        );
+    }
+}
+
+#[test]
+fn math500_solutions_match_their_answers() {
+    for line in include_str!("data/math500_head60.jsonl").lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        let (answer, solution) = (
+            row["answer"].as_str().unwrap(),
+            row["solution"].as_str().unwrap(),
+        );
+        let v = check(
+            answer,
+            solution,
+            Mode::Solution,
+            &Options::default(),
+            &Budget::default(),
+        );
+        assert!(
+            v.equivalent,
+            "{}: answer {answer:?}, extracted {:?}, {:?}",
+            row["unique_id"], v.extracted, v.reason
+        );
+    }
+}
+
+#[test]
+fn math500_answers_do_not_match_other_solutions() {
+    let rows: Vec<Value> = include_str!("data/math500_head60.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut false_pos = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        for k in 1..4 {
+            let o = &rows[(i + k * 7) % rows.len()];
+            let (a, b) = (r["answer"].as_str().unwrap(), o["answer"].as_str().unwrap());
+            if a.replace(' ', "") == b.replace(' ', "") {
+                continue;
+            }
+            let v = check(
+                a,
+                o["solution"].as_str().unwrap(),
+                Mode::Solution,
+                &Options::default(),
+                &Budget::default(),
+            );
+            if v.equivalent {
+                false_pos.push(format!("{a:?} vs extracted {:?}", v.extracted));
+            }
+        }
+    }
+    assert!(false_pos.is_empty(), "false positives: {false_pos:?}");
+}
