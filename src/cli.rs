@@ -109,7 +109,11 @@ pub fn check(args: &CheckArgs) -> Result<(), CliError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let store = Store::open(&database_url(&args.db))?;
+        // The pool spawns its maintenance task on open: enter the runtime first.
+        let store = {
+            let _guard = rt.enter();
+            Store::open(&database_url(&args.db))?
+        };
         rt.block_on(store.migrate())?;
         Some((rt, store))
     } else {
