@@ -42,7 +42,10 @@ async fn verify_and_cache(db: Db) {
     let m = get(app.addr, "/metrics").await;
     let text = String::from_utf8(m.body.to_vec()).unwrap();
     assert!(text.contains("stepkto_cache_hits_total 1"), "{text}");
-    assert!(text.contains("stepkto_http_request_duration_seconds_bucket{route=\"/v1/verify\""), "{text}");
+    assert!(
+        text.contains("stepkto_http_request_duration_seconds_bucket{route=\"/v1/verify\""),
+        "{text}"
+    );
     app.stop().await;
 }
 
@@ -99,49 +102,157 @@ async fn batch_items_fail_alone_postgres() {
 
 #[tokio::test]
 async fn every_error_code_has_a_json_body() {
-    let limits = Limits { body_limit: 1024 * 1024, max_batch: 3, ..Limits::default() };
+    let limits = Limits {
+        body_limit: 1024 * 1024,
+        max_batch: 3,
+        ..Limits::default()
+    };
     let app = spawn_app(Some(common::sqlite_url()), limits).await;
     let check = |r: &common::Resp, status: u16, kind: &str| {
         assert_eq!(r.status, status, "{:?}", String::from_utf8_lossy(&r.body));
-        assert!(r.content_type.starts_with("application/json"), "{}", r.content_type);
+        assert!(
+            r.content_type.starts_with("application/json"),
+            "{}",
+            r.content_type
+        );
         let v = r.json();
         assert_eq!(v["error_type"], kind, "{v}");
         assert!(v["error"].as_str().is_some_and(|s| !s.is_empty()));
     };
-    check(&request(app.addr, "POST", "/v1/verify", "{\"reference\": ").await, 400, "validation");
-    check(&request(app.addr, "POST", "/v1/verify", "not json at all").await, 400, "validation");
-    check(&post(app.addr, "/v1/verify", json!({"reference": 1, "candidate": "1"})).await, 422, "validation");
-    check(&post(app.addr, "/v1/verify", json!({"reference": "1"})).await, 422, "validation");
-    check(&post(app.addr, "/v1/verify", json!({"reference": "1", "candidate": "1", "mode": "guess"})).await, 422, "validation");
-    check(&post(app.addr, "/v1/verify", json!({"items": "no"})).await, 422, "validation");
-    check(&post(app.addr, "/v1/verify", json!([1, 2])).await, 422, "validation");
-    let too_many: Vec<_> = (0..4).map(|_| json!({"reference": "1", "candidate": "1"})).collect();
-    check(&post(app.addr, "/v1/verify", json!({"items": too_many})).await, 413, "too_large");
+    check(
+        &request(app.addr, "POST", "/v1/verify", "{\"reference\": ").await,
+        400,
+        "validation",
+    );
+    check(
+        &request(app.addr, "POST", "/v1/verify", "not json at all").await,
+        400,
+        "validation",
+    );
+    check(
+        &post(
+            app.addr,
+            "/v1/verify",
+            json!({"reference": 1, "candidate": "1"}),
+        )
+        .await,
+        422,
+        "validation",
+    );
+    check(
+        &post(app.addr, "/v1/verify", json!({"reference": "1"})).await,
+        422,
+        "validation",
+    );
+    check(
+        &post(
+            app.addr,
+            "/v1/verify",
+            json!({"reference": "1", "candidate": "1", "mode": "guess"}),
+        )
+        .await,
+        422,
+        "validation",
+    );
+    check(
+        &post(app.addr, "/v1/verify", json!({"items": "no"})).await,
+        422,
+        "validation",
+    );
+    check(
+        &post(app.addr, "/v1/verify", json!([1, 2])).await,
+        422,
+        "validation",
+    );
+    let too_many: Vec<_> = (0..4)
+        .map(|_| json!({"reference": "1", "candidate": "1"}))
+        .collect();
+    check(
+        &post(app.addr, "/v1/verify", json!({"items": too_many})).await,
+        413,
+        "too_large",
+    );
     // A 20 MB body.
-    let big = format!("{{\"reference\": \"1\", \"candidate\": \"{}\"}}", "9".repeat(20 * 1024 * 1024));
-    check(&request(app.addr, "POST", "/v1/verify", big).await, 413, "too_large");
+    let big = format!(
+        "{{\"reference\": \"1\", \"candidate\": \"{}\"}}",
+        "9".repeat(20 * 1024 * 1024)
+    );
+    check(
+        &request(app.addr, "POST", "/v1/verify", big).await,
+        413,
+        "too_large",
+    );
     // An input over the length budget (inside the body limit).
-    check(&post(app.addr, "/v1/verify", json!({"reference": "1", "candidate": "1".repeat(300_000)})).await, 413, "too_large");
+    check(
+        &post(
+            app.addr,
+            "/v1/verify",
+            json!({"reference": "1", "candidate": "1".repeat(300_000)}),
+        )
+        .await,
+        413,
+        "too_large",
+    );
     check(&get(app.addr, "/nope").await, 404, "not_found");
     check(&get(app.addr, "/v1/verify").await, 405, "validation");
     // 429: every in-flight permit is taken.
-    let permits = app.state.inflight.clone().acquire_many_owned(app.state.limits.max_inflight as u32).await.unwrap();
-    check(&post(app.addr, "/v1/verify", json!({"reference": "1", "candidate": "1"})).await, 429, "overloaded");
+    let permits = app
+        .state
+        .inflight
+        .clone()
+        .acquire_many_owned(app.state.limits.max_inflight as u32)
+        .await
+        .unwrap();
+    check(
+        &post(
+            app.addr,
+            "/v1/verify",
+            json!({"reference": "1", "candidate": "1"}),
+        )
+        .await,
+        429,
+        "overloaded",
+    );
     drop(permits);
-    assert_eq!(post(app.addr, "/v1/verify", json!({"reference": "1", "candidate": "1"})).await.status, 200);
+    assert_eq!(
+        post(
+            app.addr,
+            "/v1/verify",
+            json!({"reference": "1", "candidate": "1"})
+        )
+        .await
+        .status,
+        200
+    );
     app.stop().await;
 
     // 504: a deadline shorter than the work.
-    let limits = Limits { request_timeout_ms: 1, ..Limits::default() };
+    let limits = Limits {
+        request_timeout_ms: 1,
+        ..Limits::default()
+    };
     let app = spawn_app(None, limits).await;
     let items: Vec<_> = (0..400).map(|i| json!({"reference": format!("(x+{i})^2"), "candidate": format!("x^2+{}x+{}", 2 * i, i * i)})).collect();
-    check(&post(app.addr, "/v1/verify", json!({"items": items})).await, 504, "timeout");
+    check(
+        &post(app.addr, "/v1/verify", json!({"items": items})).await,
+        504,
+        "timeout",
+    );
     app.stop().await;
 
     // 503: the database is down; verdicts are still served.
-    let app = spawn_app(Some("postgres://postgres@127.0.0.1:1/none".into()), Limits::default()).await;
+    let app = spawn_app(
+        Some("postgres://postgres@127.0.0.1:1/none".into()),
+        Limits::default(),
+    )
+    .await;
     check(&get(app.addr, "/health").await, 503, "not_ready");
-    let r = post(app.addr, "/v1/verify", json!({"reference": "2", "candidate": "\\sqrt{4}"})).await;
+    let r = post(
+        app.addr,
+        "/v1/verify",
+        json!({"reference": "2", "candidate": "\\sqrt{4}"}),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["equivalent"], true);
     let m = String::from_utf8(get(app.addr, "/metrics").await.body.to_vec()).unwrap();
@@ -165,8 +276,18 @@ async fn issue_2_hostile_inputs_keep_the_server_up() {
     ];
     for c in &hostile {
         let t0 = std::time::Instant::now();
-        let r = post(app.addr, "/v1/verify", json!({"reference": "10^{10^{10}}", "candidate": c})).await;
-        assert!(r.status == 200 || r.status == 413, "{}: {}", r.status, String::from_utf8_lossy(&r.body));
+        let r = post(
+            app.addr,
+            "/v1/verify",
+            json!({"reference": "10^{10^{10}}", "candidate": c}),
+        )
+        .await;
+        assert!(
+            r.status == 200 || r.status == 413,
+            "{}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
         if r.status == 200 {
             assert_eq!(r.json()["equivalent"], false);
         }
@@ -188,7 +309,10 @@ async fn info_docs_and_openapi_are_served() {
     assert!(doc.json()["paths"]["/v1/verify"]["post"].is_object());
     let ui = get(app.addr, "/docs/").await;
     assert_eq!(ui.status, 200);
-    assert!(String::from_utf8_lossy(&ui.body).contains("swagger"), "the UI page is served from the binary");
+    assert!(
+        String::from_utf8_lossy(&ui.body).contains("swagger"),
+        "the UI page is served from the binary"
+    );
     let js = get(app.addr, "/docs/swagger-ui-bundle.js").await;
     assert_eq!(js.status, 200);
     assert!(js.body.len() > 100_000);

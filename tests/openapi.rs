@@ -9,5 +9,8 @@ fn committed_openapi_is_current() {
         std::fs::write(path, &generated).unwrap();
     }
     let committed = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(committed == generated, "openapi/openapi.json is stale; run UPDATE_OPENAPI=1 cargo test --test openapi");
+    assert!(
+        committed == generated,
+        "openapi/openapi.json is stale; run UPDATE_OPENAPI=1 cargo test --test openapi"
+    );
 }

@@ -545,7 +545,7 @@ fn relation(mut items: Vec<Expr>, mut ops: Vec<RelOp>, meter: &mut Meter) -> Ans
         // `x = 5+5+1 = 11`: the last member of a chain is the value.
         return Answer::Assign(first, Box::new(classify(last, meter)));
     }
-    if ops.len() == 1 && ops[0] == RelOp::In {
+    if ops.len() == 1 && ops[0] == RelOp::In && items[0].is_label() {
         let set = items.pop().unwrap();
         let name = items.pop().unwrap();
         return Answer::Assign(name, Box::new(classify(set, meter)));

@@ -481,11 +481,16 @@ impl Parser<'_> {
                                 }
                                 _ => None,
                             };
+                            let digits = n.to_integer().to_string();
                             match b {
-                                Some(b) if (2..=36).contains(&b) => {
-                                    Expr::Base(n.to_integer().to_string(), b)
+                                Some(b)
+                                    if (2..=36).contains(&b)
+                                        && BigInt::parse_bytes(digits.as_bytes(), b).is_some() =>
+                                {
+                                    Expr::Base(digits, b)
                                 }
-                                _ => Expr::Num(n),
+                                // `52_1`, `19_2`: not a numeral in that base; kept as written.
+                                _ => Expr::Text(format!("{digits}_{sub}")),
                             }
                         }
                         other => other,
@@ -509,8 +514,8 @@ impl Parser<'_> {
             }
             Some(Tok::Num(n)) => {
                 let n = n.clone();
-                // TeX reads one digit (`\frac12`); a spaced number (`√16`, `\sqrt 16`) is whole.
-                if n.len() > 1 && !exponent && !self.space_before() {
+                // TeX reads one digit (`\frac12`, `\frac 59`).
+                if n.len() > 1 && !exponent {
                     // Split `12` into `1` and a pushed-back `2`.
                     let (first, rest) = n.split_at(1);
                     self.toks[self.pos].0 = Tok::Num(rest.to_string());
@@ -654,7 +659,11 @@ impl Parser<'_> {
             } else {
                 None
             };
-            let arg = self.tex_arg(false)?;
+            // `√16` / `\sqrt 16` (a spaced number) is the whole number; `\sqrt16` is TeX's √1·6.
+            let arg = match self.peek() {
+                Some(Tok::Num(_)) if self.space_before() => self.tex_arg(true)?,
+                _ => self.tex_arg(false)?,
+            };
             return Ok(match index {
                 Some(i) => Expr::Root(Box::new(arg), Box::new(i)),
                 None => Expr::Root(Box::new(arg), Box::new(Expr::int(2))),

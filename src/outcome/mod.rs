@@ -191,7 +191,10 @@ fn readings(text: &str, meter: &mut Meter) -> Result<Vec<Answer>, BudgetError> {
         parse_one(&t.replace(',', ", "), meter, &mut out)?;
     }
     if out.is_empty() {
-        out.push(Answer::Text(answer::plain_words(&t)));
+        // Unparseable: only an identical text (up to spacing and case) can match it.
+        out.push(Answer::Text(
+            t.split_whitespace().collect::<String>().to_lowercase(),
+        ));
     }
     Ok(out)
 }

@@ -57,7 +57,10 @@ pub fn sqlite_url() -> String {
 }
 
 fn nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 /// The PostgreSQL server for tests, if any. With `STEPKTO_REQUIRE_PG=1` (set by
@@ -69,7 +72,9 @@ pub fn pg_admin_url() -> Option<String> {
             if std::env::var("STEPKTO_REQUIRE_PG").as_deref() == Ok("1") {
                 panic!("STEPKTO_TEST_PG is not set but STEPKTO_REQUIRE_PG=1");
             }
-            eprintln!("note: STEPKTO_TEST_PG unset; PostgreSQL tests skipped (scripts/test.sh sets it)");
+            eprintln!(
+                "note: STEPKTO_TEST_PG unset; PostgreSQL tests skipped (scripts/test.sh sets it)"
+            );
             None
         }
     }
@@ -79,9 +84,19 @@ pub fn pg_admin_url() -> Option<String> {
 pub async fn pg_fresh_db(admin: &str) -> String {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
-    let name = format!("stepkto_t{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst), nanos() % 1_000_000);
-    let mut conn = sqlx::AnyConnection::connect(admin).await.expect("connect to the test PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    let name = format!(
+        "stepkto_t{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        nanos() % 1_000_000
+    );
+    let mut conn = sqlx::AnyConnection::connect(admin)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     conn.close().await.unwrap();
     // Replace the database path of the admin URL.
     let (base, _) = admin.rsplit_once('/').expect("admin URL has a database");
@@ -116,7 +131,13 @@ pub async fn spawn_app(db_url: Option<String>, limits: Limits) -> TestApp {
         .await
         .unwrap();
     });
-    TestApp { addr, state, db_url: db_url.unwrap_or_default(), shutdown: Some(tx), task: Some(task) }
+    TestApp {
+        addr,
+        state,
+        db_url: db_url.unwrap_or_default(),
+        shutdown: Some(tx),
+        task: Some(task),
+    }
 }
 
 pub struct Resp {
@@ -127,7 +148,8 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 }
 
@@ -147,9 +169,17 @@ pub async fn request(addr: SocketAddr, method: &str, path: &str, body: impl Into
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
-    let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap_or("").to_string()).unwrap_or_default();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .unwrap_or_default();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Resp { status, body, content_type }
+    Resp {
+        status,
+        body,
+        content_type,
+    }
 }
 
 pub async fn post(addr: SocketAddr, path: &str, body: serde_json::Value) -> Resp {
