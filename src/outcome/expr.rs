@@ -112,7 +112,8 @@ impl Expr {
             Expr::Sym(_) => true,
             Expr::Mul(v) | Expr::Ratio(v) => v.iter().all(|e| e.is_label()),
             Expr::Div(a, b) => a.is_label() && b.is_label(),
-            Expr::Func(name, args) => name == "abs" && args.iter().all(|e| e.is_label()),
+            // `|AB|`, `\cos \angle RPS`, `\sin\theta`: functions of names are names.
+            Expr::Func(_, args) => args.iter().all(|e| e.is_label()),
             Expr::Seq('(', ')', v) => v.iter().all(|e| matches!(e, Expr::Sym(_))),
             _ => false,
         }
