@@ -51,6 +51,30 @@ pub enum Answer {
     AllReals,
 }
 
+impl Answer {
+    /// What kind of answer this is, for messages ("an interval", "a number").
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Answer::Scalar(s) if s.unit.as_ref().is_some_and(|u| u.dim != [0; 6]) => {
+                "a quantity with a unit"
+            }
+            Answer::Scalar(_) => "a number or expression",
+            Answer::Set(_) => "several answers",
+            Answer::Tuple(..) => "an ordered tuple",
+            Answer::Intervals(_) => "an interval or union of intervals",
+            Answer::Matrix(_) => "a matrix",
+            Answer::Equation(..) => "an equation",
+            Answer::Assign(_, v) => v.kind(),
+            Answer::Relation(..) => "a relation",
+            Answer::Ratio(_) => "a ratio",
+            Answer::Choice(_) => "a choice letter",
+            Answer::Text(_) => "text",
+            Answer::NoSolution => "\"no solution\"",
+            Answer::AllReals => "\"all real numbers\"",
+        }
+    }
+}
+
 /// Lower-cased words of a text answer, without TeX wrappers and punctuation.
 pub fn plain_words(s: &str) -> String {
     let mut t = s.to_string();

@@ -309,7 +309,7 @@ impl Ctx<'_> {
                 };
                 return eq_if(
                     ((x * u.scale) - (y * v.scale)).abs() <= 1e-9 * (x * u.scale).abs().max(1e-300),
-                    "numeric",
+                    "units",
                 );
             }
         } else if (r.unit.is_some() || c.unit.is_some()) && !self.opts.allow_missing_unit {
@@ -406,13 +406,13 @@ impl Ctx<'_> {
                 if re == x {
                     return Cmp::Equal("exact");
                 }
-                eq_if((re - x).abs() <= half, "numeric")
+                eq_if((re - x).abs() <= half, "precision")
             }
             _ => match v.as_real_f() {
                 Some(f) => {
                     let h = half.to_f64().unwrap_or(0.0);
                     let xf = x.to_f64().unwrap_or(f64::NAN);
-                    eq_if((f - xf).abs() <= h * (1.0 + 1e-9), "numeric")
+                    eq_if((f - xf).abs() <= h * (1.0 + 1e-9), "precision")
                 }
                 None => Cmp::NotEqual,
             },

@@ -531,3 +531,33 @@ pub fn decimal_string(q: &BigRational, d: u32) -> String {
         format!("{sign}{ip}.{fp}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::budget::{Budget, Meter};
+
+    #[test]
+    fn decimal_strings_round_half_away_from_zero() {
+        assert_eq!(decimal_string(&rat(1, 3), 3), "0.333");
+        assert_eq!(decimal_string(&rat(2, 3), 2), "0.67");
+        assert_eq!(decimal_string(&rat(-5, 2), 0), "-3");
+        assert_eq!(decimal_string(&rat(1, 200), 2), "0.01");
+    }
+
+    #[test]
+    fn powers_stay_exact_and_respect_caps() {
+        let m = Meter::new(Budget::default());
+        let v = pow(Val::real(rat(2, 1)), Val::real(rat(-3, 1)), &m).unwrap();
+        assert_eq!(v, Val::real(rat(1, 8)));
+        let v = pow(Val::real(rat(8, 27)), Val::real(rat(2, 3)), &m).unwrap();
+        assert_eq!(v, Val::real(rat(4, 9)));
+        let v = pow(Val::real(rat(-4, 1)), Val::real(rat(1, 2)), &m).unwrap();
+        assert_eq!(v, Val::Q(rat(0, 1), rat(2, 1)));
+        assert!(matches!(
+            pow(Val::real(rat(3, 1)), Val::real(rat(1_000_000, 1)), &m),
+            Err(EvalError::Budget(BudgetError::Exponent { .. }))
+        ));
+        assert!(pow(Val::real(rat(0, 1)), Val::real(rat(-1, 1)), &m).is_err());
+    }
+}

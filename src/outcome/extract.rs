@@ -423,3 +423,61 @@ pub fn has_prose(s: &str) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boxes_are_brace_matched_and_joined_by_connectors() {
+        assert_eq!(
+            extract("so \\boxed{\\frac{1}{2}}.").unwrap().0,
+            "\\frac{1}{2}"
+        );
+        assert_eq!(extract("\\boxed{1} and \\boxed{2}").unwrap().0, "1, 2");
+        assert_eq!(extract("\\boxed{1} no no no \\boxed{2}").unwrap().0, "2");
+        assert_eq!(
+            extract("\\fbox{7}").unwrap(),
+            ("7".to_string(), Source::Boxed)
+        );
+        assert_eq!(
+            extract("\\boxed 5$"),
+            Some(("5".to_string(), Source::Boxed))
+        );
+        assert_eq!(extract("x = \\boxed{3"), None);
+    }
+
+    #[test]
+    fn thinking_and_turn_markers() {
+        assert_eq!(
+            extract("<think>\\boxed{1}</think> then \\boxed{2}")
+                .unwrap()
+                .0,
+            "2"
+        );
+        assert_eq!(extract("<think>maybe \\boxed{1}"), None);
+        assert_eq!(extract("it is 4. <|im_start|>user say 5").unwrap().0, "4");
+    }
+
+    #[test]
+    fn phrases_spans_and_numbers() {
+        assert_eq!(
+            extract("The final answer is $28\\%$. I hope it is correct.")
+                .unwrap()
+                .0,
+            "28\\%"
+        );
+        assert_eq!(extract("Answer: 12").unwrap().0, "12");
+        assert_eq!(
+            extract("We get $x = 3$ and so on").unwrap(),
+            ("x = 3".to_string(), Source::MathSpan)
+        );
+        assert_eq!(
+            extract("there were 17 apples").unwrap(),
+            ("17".to_string(), Source::LastNumber)
+        );
+        assert!(looks_like_solution("Therefore $x$ is 3"));
+        assert!(!looks_like_solution("\\frac{1}{2}"));
+        assert!(!looks_like_solution("125 miles"));
+    }
+}

@@ -417,3 +417,25 @@ fn braced(cs: &[char], i: &mut usize) -> String {
     }
     cs[st..].iter().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::join_thousands;
+
+    #[test]
+    fn thousands_groups_join_only_when_consistent() {
+        assert_eq!(join_thousands("1,000,000"), "1000000");
+        assert_eq!(join_thousands("12,\\! 000"), "12000");
+        assert_eq!(join_thousands("1{,}000"), "1000");
+        assert_eq!(join_thousands("14 {, }916"), "14916");
+        // Lists and decimals stay as they are.
+        assert_eq!(join_thousands("32, 349"), "32, 349");
+        assert_eq!(join_thousands("1,22"), "1,22");
+        assert_eq!(join_thousands("0,111"), "0,111");
+        assert_eq!(join_thousands("1234,567"), "1234,567");
+        assert_eq!(join_thousands("1,0000"), "1,0000");
+        // A spaced group joins only when the whole text is the number.
+        assert_eq!(join_thousands("1 000"), "1000");
+        assert_eq!(join_thousands("x = 2 345 y"), "x = 2 345 y");
+    }
+}

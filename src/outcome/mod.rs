@@ -25,7 +25,7 @@ pub use equiv::Options;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a change can alter a verdict; part of every cache key.
-pub const ENGINE_VERSION: &str = "outcome-1";
+pub const ENGINE_VERSION: &str = "outcome-2";
 
 /// How to read the candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -43,8 +43,8 @@ pub enum Mode {
 /// Why a verdict is what it is: a stable machine tag and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reason {
-    /// One of `equal_exact`, `equal_numeric`, `equal_symbolic`, `equal_text`, `not_equal`,
-    /// `no_answer`, `unparseable`, `budget`.
+    /// One of `equal_exact`, `equal_symbolic`, `equal_numeric`, `equal_precision`,
+    /// `equal_units`, `equal_text`, `not_equal`, `no_answer`, `unparseable`, `budget`.
     pub tag: String,
     pub message: String,
 }
@@ -298,8 +298,14 @@ pub fn check(
                 Cmp::Equal(how) => {
                     let msg = match how {
                         "exact" => "equal by exact arithmetic",
-                        "symbolic" => "equal as expressions (identity at exact rational points)",
-                        "numeric" => "equal numerically at the stated precision",
+                        "symbolic" => {
+                            "equal as expressions (identical at exact rational test points)"
+                        }
+                        "numeric" => {
+                            "equal numerically (floating point, relative error below 1e-10)"
+                        }
+                        "precision" => "equal at the precision the decimal states",
+                        "units" => "equal after unit conversion",
                         _ => "equal as text",
                     };
                     return verdict(true, extracted, &format!("equal_{how}"), msg);
@@ -328,7 +334,21 @@ pub fn check(
     if rs.iter().chain(&cs).all(|a| matches!(a, Answer::Text(_))) {
         return verdict(false, extracted, "not_equal", "different text answers");
     }
-    verdict(false, extracted, "not_equal", "not equal")
+    let (rk, ck) = (rs[0].kind(), cs[0].kind());
+    if rk != ck {
+        return verdict(
+            false,
+            extracted,
+            "not_equal",
+            format!("the reference is {rk}, the candidate {ck}"),
+        );
+    }
+    verdict(
+        false,
+        extracted,
+        "not_equal",
+        format!("different values ({rk})"),
+    )
 }
 
 fn normalized(s: &str) -> String {
