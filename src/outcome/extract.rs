@@ -168,7 +168,7 @@ fn joins(gap: &str) -> bool {
 }
 
 static FINAL_IS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)final answer\s*(?:is|:)\s*[:\s]*").unwrap());
+    LazyLock::new(|| Regex::new(r"(?i)final answer\s*(?:is|:)\s*[:\s]*|(?m)^\s*####\s*").unwrap());
 static ANSWER_IS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(?:the )?answer is[:\s]+|(?m)^\s*\**\s*answer\s*\**\s*:\s*\**").unwrap()
 });

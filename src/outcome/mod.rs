@@ -178,6 +178,11 @@ fn readings(text: &str, meter: &mut Meter) -> Result<Vec<Answer>, BudgetError> {
             parse_one(&n.replace(',', "."), meter, &mut out)?;
         }
     }
+    // `(B) 5`, `\text{(B) } 5`: the choice letter is a reading too.
+    if let Some((c, rest)) = choice_prefix(&t) {
+        out.push(Answer::Choice(c));
+        parse_one(&rest, meter, &mut out)?;
+    }
     // Decimal comma (`1,22`, `0,111`, `1000,99`) as an alternative reading.
     let bare = t.trim_start_matches('-');
     if let Some((a, b)) = bare.split_once(',')
@@ -197,6 +202,22 @@ fn readings(text: &str, meter: &mut Meter) -> Result<Vec<Answer>, BudgetError> {
         ));
     }
     Ok(out)
+}
+
+/// A leading `(B)` / `\text{(B)}` / `B)` choice marker followed by more text.
+fn choice_prefix(t: &str) -> Option<(char, String)> {
+    let s = t.trim_start();
+    let s = s.strip_prefix("\\text{").or_else(|| s.strip_prefix("\\textbf{")).or_else(|| s.strip_prefix("\\mathrm{")).unwrap_or(s);
+    let s = s.strip_prefix('(').unwrap_or(s);
+    let mut cs = s.chars();
+    let c = cs.next()?;
+    let rest: String = cs.collect();
+    if ('A'..='E').contains(&c) && rest.starts_with(')') && rest.len() > 1 {
+        let rest = rest[1..].trim_start().trim_start_matches('}').to_string();
+        Some((c, rest))
+    } else {
+        None
+    }
 }
 
 /// Signs that a solution was cut off: an unclosed box or an unfinished `<think>`.
