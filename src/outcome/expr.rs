@@ -109,7 +109,8 @@ impl Expr {
     /// an assignment whose value is the answer.
     pub fn is_label(&self) -> bool {
         match self {
-            Expr::Sym(_) => true,
+            // Multi-letter words (`RPS`, `area`) parse as text; as names they label.
+            Expr::Sym(_) | Expr::Text(_) => true,
             Expr::Mul(v) | Expr::Ratio(v) => v.iter().all(|e| e.is_label()),
             Expr::Div(a, b) => a.is_label() && b.is_label(),
             // `|AB|`, `\cos \angle RPS`, `\sin\theta`: functions of names are names.
