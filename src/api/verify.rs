@@ -197,18 +197,9 @@ async fn judge(
     let mut cached = std::collections::HashMap::new();
     if let Some(store) = &st.store
         && !keys.is_empty()
+        && let Some(found) = guarded(m, "cache lookup", store.get_many(&keys)).await
     {
-        match tokio::time::timeout(Duration::from_secs(2), store.get_many(&keys)).await {
-            Ok(Ok(found)) => cached = found,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cache lookup failed; computing");
-                Metrics::add(&m.store_errors, 1);
-            }
-            Err(_) => {
-                tracing::warn!("cache lookup timed out; computing");
-                Metrics::add(&m.store_errors, 1);
-            }
-        }
+        cached = found;
     }
     // Compute the misses on the blocking pool, split across cores; a cancel flag stops the
     // remaining work when the request deadline passes.
@@ -313,24 +304,32 @@ async fn judge(
     if let Some(store) = &st.store
         && !to_store.is_empty()
     {
-        match tokio::time::timeout(
-            Duration::from_secs(2),
-            store.put_many("verify", outcome::ENGINE_VERSION, &to_store),
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cache write failed");
-                Metrics::add(&m.store_errors, 1);
-            }
-            Err(_) => {
-                tracing::warn!("cache write timed out");
-                Metrics::add(&m.store_errors, 1);
-            }
-        }
+        let write = store.put_many("verify", outcome::ENGINE_VERSION, &to_store);
+        guarded(m, "cache write", write).await;
     }
     Ok(out)
+}
+
+/// Run a cache operation with a 2 s bound; a failure or timeout is logged and counted, and
+/// the request goes on without the cache.
+async fn guarded<T>(
+    m: &Metrics,
+    what: &str,
+    op: impl std::future::Future<Output = Result<T, crate::store::StoreError>>,
+) -> Option<T> {
+    match tokio::time::timeout(Duration::from_secs(2), op).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "{what} failed; serving without the cache");
+            Metrics::add(&m.store_errors, 1);
+            None
+        }
+        Err(_) => {
+            tracing::warn!("{what} timed out; serving without the cache");
+            Metrics::add(&m.store_errors, 1);
+            None
+        }
+    }
 }
 
 async fn futures_join<T>(

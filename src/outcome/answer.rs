@@ -265,19 +265,12 @@ pub fn classify(e: Expr, meter: &mut Meter) -> Answer {
             flatten_set(items)
         }
         Expr::Seq(o, c, v) => {
-            // `[a, b]`, `[a, b)`, `(a, b]`: intervals (a vector would use parentheses).
-            if v.len() == 2 && (o == '[' || c == ']') {
-                let mut it = v.into_iter();
-                let (lo, hi) = (it.next().unwrap(), it.next().unwrap());
-                return Answer::Intervals(vec![Interval {
-                    lo,
-                    hi,
-                    lo_closed: o == '[',
-                    hi_closed: c == ']',
-                }]);
-            }
-            if v.len() == 2 && (is_inf(&v[0]) == Some(false) || is_inf(&v[1]) == Some(true)) {
-                // `(-\infty, 3)`: only an interval has infinite endpoints.
+            // `[a, b]`, `[a, b)`, `(a, b]` are intervals (a vector would use parentheses), and
+            // so is `(-\infty, 3)`: only an interval has infinite endpoints.
+            let bracket = o == '[' || c == ']';
+            let infinite =
+                v.len() == 2 && (is_inf(&v[0]) == Some(false) || is_inf(&v[1]) == Some(true));
+            if v.len() == 2 && (bracket || infinite) {
                 let mut it = v.into_iter();
                 let (lo, hi) = (it.next().unwrap(), it.next().unwrap());
                 return Answer::Intervals(vec![Interval {

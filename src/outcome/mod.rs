@@ -207,7 +207,11 @@ fn readings(text: &str, meter: &mut Meter) -> Result<Vec<Answer>, BudgetError> {
 /// A leading `(B)` / `\text{(B)}` / `B)` choice marker followed by more text.
 fn choice_prefix(t: &str) -> Option<(char, String)> {
     let s = t.trim_start();
-    let s = s.strip_prefix("\\text{").or_else(|| s.strip_prefix("\\textbf{")).or_else(|| s.strip_prefix("\\mathrm{")).unwrap_or(s);
+    let s = s
+        .strip_prefix("\\text{")
+        .or_else(|| s.strip_prefix("\\textbf{"))
+        .or_else(|| s.strip_prefix("\\mathrm{"))
+        .unwrap_or(s);
     let s = s.strip_prefix('(').unwrap_or(s);
     let mut cs = s.chars();
     let c = cs.next()?;
