@@ -2,10 +2,11 @@
 //! reference? Pure and synchronous (no tokio, axum or sqlx here), so it runs the same in the
 //! HTTP service, the CLI and benchmarks, on any thread.
 //!
-//! Pipeline: [`extract`] finds the answer in a solution; [`latex`] parses answer text into an
-//! [`expr::Expr`]; [`answer`] types it (number, set, interval, equation, ...); [`equiv`]
-//! decides equality, with [`eval`] doing exact (then floating) arithmetic; everything runs
-//! under a [`budget::Budget`].
+//! Pipeline: [`extract`] finds the answer in a solution; [`lex`] and [`latex`] parse answer
+//! text into an [`expr::Expr`]; [`answer`] (with [`forms`] for relations, intervals and
+//! matrix arithmetic) types it; [`equiv`] decides equality, with [`eval`] doing exact (then
+//! floating) arithmetic and [`units`] the units and number words; everything runs under a
+//! [`budget::Budget`].
 
 pub mod answer;
 pub mod budget;
@@ -13,6 +14,7 @@ pub mod equiv;
 pub mod eval;
 pub mod expr;
 pub mod extract;
+pub mod forms;
 pub mod latex;
 pub mod lex;
 pub mod units;
