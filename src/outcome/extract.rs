@@ -172,6 +172,12 @@ static FINAL_IS: LazyLock<Regex> =
 static ANSWER_IS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(?:the )?answer is[:\s]+|(?m)^\s*\**\s*answer\s*\**\s*:\s*\**").unwrap()
 });
+static CONCLUDE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:therefore|thus|hence|so|in total|altogether|in all|the result is|we get)\b",
+    )
+    .unwrap()
+});
 static BOLD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\*\*([^*\n]{1,80})\*\*").unwrap());
 static MATH: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?s)\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$((?:[^$\\]|\\.)+?)\$").unwrap()
@@ -274,11 +280,14 @@ pub fn extract_with(solution: &str, lenient: bool) -> Option<(String, Source)> {
             }
         }
     }
-    // 5. The last math span, unless the prose after it states a number.
+    // 5. The last math span, unless a concluding sentence after it states a number
+    //    ("... $d = 90/n$ ... Therefore, there are 12 sequences.").
     if let Some(c) = MATH.captures_iter(s).last() {
         let t = span_text(&c);
         let tail = &s[c.get(0).unwrap().end()..];
-        if let Some(n) = last_number(tail) {
+        if let Some(k) = CONCLUDE.find_iter(tail).last()
+            && let Some(n) = last_number(&tail[k.end()..])
+        {
             return Some((n, Source::LastNumber));
         }
         if !t.is_empty() {

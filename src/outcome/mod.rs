@@ -378,8 +378,25 @@ pub fn check(
     )
 }
 
+/// Text for the last-resort identity test: `$` dropped, and whitespace dropped except between
+/// two letters or digits (`2 3` must not become `23`).
 fn normalized(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_whitespace() && *c != '$')
-        .collect()
+    let cs: Vec<char> = s.chars().filter(|c| *c != '$').collect();
+    let mut out = String::with_capacity(cs.len());
+    for (i, c) in cs.iter().enumerate() {
+        if c.is_whitespace() {
+            let prev = out.chars().last();
+            let next = cs[i + 1..].iter().find(|c| !c.is_whitespace());
+            if let (Some(p), Some(n)) = (prev, next)
+                && p.is_alphanumeric()
+                && n.is_alphanumeric()
+                && !out.ends_with(' ')
+            {
+                out.push(' ');
+            }
+            continue;
+        }
+        out.push(*c);
+    }
+    out
 }
