@@ -347,6 +347,55 @@ fn extraction_from_solutions() {
     );
 }
 
+#[test]
+fn everyday_equivalent_forms() {
+    run(
+        &[
+            ("\\frac{1}{2}\\text{ hours}", "30 minutes", true),
+            ("18.90", "\\$18.9", true),
+            ("5\\%", "\\frac{1}{20}", true),
+            (
+                "x=\\frac{-1\\pm\\sqrt{5}}{2}",
+                "\\frac{-1+\\sqrt5}{2}, \\frac{-1-\\sqrt5}{2}",
+                true,
+            ),
+            ("\\{1, 2, 3\\}", "1, 2, 3", true),
+            ("3\\sqrt{2}", "\\sqrt{18}", true),
+            ("(x-1)(x+2)", "x^2+x-2", true),
+            ("\\frac{x^2-1}{x-1}", "x+1", true),
+            ("y = 3x - 2", "3x-2", true),
+            ("4\\pi", "12.566", true),
+            ("1:2", "\\frac{1}{2}", true),
+            ("\\$1,000", "1000", true),
+            ("0.\\overline{6}", "2/3", true),
+            ("6 \\times 10^{23}", "6e23", true),
+            ("\\frac{7}{2}", "3 1/2", true),
+            ("\\frac{7}{2}", "3\\frac12", true),
+            ("2", "3 1/2", false),
+            ("\\text{Tuesday}", "tuesday", true),
+            ("10", "ten", true),
+            ("\\frac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt{3}}", true),
+            ("45^\\circ", "\\frac{\\pi}{4}", true),
+            ("\\infty", "\\infty", true),
+            ("-\\infty", "\\infty", false),
+            ("(-\\infty, \\infty)", "all real numbers", true),
+            ("x^3", "x^{3}", true),
+            ("2^{10}", "1024", true),
+            ("\\sqrt{2}", "2^{1/2}", true),
+            ("\\log_{2}{8}", "3", true),
+            ("e^{2}", "e^2", true),
+            ("100", "10^2", true),
+            ("0", "-0", true),
+            ("\\frac{3}{4}", "0.75", true),
+            ("\\frac{3}{4}", "75\\%", true),
+            ("75\\%", "\\frac34", true),
+            ("1/2", "2/4", true),
+            ("\\frac{1}{2}", "\\frac{1}{3}", false),
+        ],
+        Mode::Answer,
+    );
+}
+
 /// Issue #2's list of bad inputs: each is answered with a verdict (usually `budget`) within
 /// the budget's time, never a panic or a hang.
 #[test]

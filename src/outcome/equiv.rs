@@ -160,6 +160,16 @@ impl Ctx<'_> {
                 }
             }
             (A::Ratio(a), A::Ratio(b)) => self.ratios(a, b),
+            // `1:2` and `1/2`.
+            (A::Ratio(v), A::Scalar(s)) | (A::Scalar(s), A::Ratio(v)) if v.len() == 2 => {
+                let q = Expr::Div(Box::new(v[0].clone()), Box::new(v[1].clone()));
+                let nonzero = eval::eval(&v[1], &[], self.meter).is_ok_and(|d| !d.is_zero());
+                if nonzero {
+                    self.scalars(&Scalar::plain(q), s)
+                } else {
+                    Cmp::NotEqual
+                }
+            }
             (A::Choice(a), A::Choice(b)) => eq_if(a.eq_ignore_ascii_case(b), "text"),
             (A::Choice(a), A::Text(t)) | (A::Text(t), A::Choice(a)) => eq_if(
                 t.trim_matches(['(', ')'])

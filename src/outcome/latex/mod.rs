@@ -361,6 +361,8 @@ impl Parser<'_> {
                     Expr::Mul(std::mem::take(&mut f))
                 };
                 f = vec![Expr::WithUnit(Box::new(n), u)];
+            } else if let Some(mixed) = self.plain_mixed_number(&f) {
+                f = vec![mixed];
             } else if self.starts_factor() {
                 f.push(self.power()?);
             } else {
@@ -373,6 +375,33 @@ impl Parser<'_> {
         } else {
             Expr::Mul(f)
         })
+    }
+
+    /// `3 1/2` in plain text: a whole number, a space, then a proper fraction of integers.
+    fn plain_mixed_number(&mut self, f: &[Expr]) -> Option<Expr> {
+        let [Expr::Num(w)] = f else { return None };
+        let prev_is_num = matches!(
+            self.toks.get(self.pos.wrapping_sub(1)),
+            Some((Tok::Num(_), _))
+        );
+        if !w.is_integer() || !prev_is_num || !self.space_before() {
+            return None;
+        }
+        let (Some((Tok::Num(a), _)), Some((Tok::Ch('/'), _)), Some((Tok::Num(b), _))) = (
+            self.toks.get(self.pos),
+            self.toks.get(self.pos + 1),
+            self.toks.get(self.pos + 2),
+        ) else {
+            return None;
+        };
+        let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+        if b == 0 || a >= b || matches!(self.toks.get(self.pos + 3), Some((Tok::Num(_), false))) {
+            return None;
+        }
+        self.pos += 3;
+        Some(Expr::Num(
+            w + BigRational::new(BigInt::from(a), BigInt::from(b)),
+        ))
     }
 
     /// A unit after a quantity: `\text{ cm}`, `cm`, ` m` (single letters need a space),
