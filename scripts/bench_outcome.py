@@ -5,7 +5,9 @@ Pairs:
   1. ../shared/data/pairs_mathverify.jsonl (284 rows; rows with expected_equal = null skipped),
   2. pairs built from ../shared/data/math500.jsonl: each reference answer against its own
      solution (expected equal) and against two other problems' solutions whose answers differ
-     as strings (expected not equal).
+     as strings (expected not equal),
+  3. real model outputs: the 112 ProcessBench MATH-split solutions to MATH-500 problems,
+     labelled by ProcessBench's final_answer_correct.
 
 Prints both accuracies, both throughputs (pairs per second, single thread, wall time of the
 checking loop only) and the ratio. Run via scripts/bench_outcome.sh, which makes the venv.
@@ -39,6 +41,14 @@ def load_pairs():
             if o["answer"].replace(" ", "") == r["answer"].replace(" ", ""):
                 continue
             pairs.append(("math500", r["answer"], o["solution"], False))
+    # 3. Real model outputs: ProcessBench (MATH split) solutions to MATH-500 problems, with
+    #    ProcessBench's final_answer_correct as the label.
+    by_problem = {r["problem"].strip(): r["answer"] for r in rows}
+    for line in open(os.path.join(SHARED, "processbench", "math.jsonl")):
+        p = json.loads(line)
+        ref = by_problem.get(p["problem"].strip())
+        if ref is not None:
+            pairs.append(("processbench", ref, "\n\n".join(p["steps"]), p["final_answer_correct"]))
     return pairs
 
 

@@ -154,3 +154,36 @@ fn math500_answers_do_not_match_other_solutions() {
     }
     assert!(false_pos.is_empty(), "false positives: {false_pos:?}");
 }
+
+/// Real model outputs: ProcessBench (MATH split) solutions to MATH-500 problems, judged
+/// against the MATH-500 answer and compared with ProcessBench's `final_answer_correct`.
+#[test]
+fn processbench_model_outputs_agree_with_their_labels() {
+    // math-392 leaves `1/(sin x cos x) - tan x` unsimplified; it equals the reference `cot x`,
+    // so we call it equal although the label (simplification required) says wrong.
+    const EQUAL_BUT_LABELLED_WRONG: &[&str] = &["math-392"];
+    let mut bad = Vec::new();
+    let mut n = 0;
+    for line in include_str!("data/processbench_math500.jsonl").lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        let id = row["id"].as_str().unwrap();
+        let want = row["final_answer_correct"].as_bool().unwrap()
+            || EQUAL_BUT_LABELLED_WRONG.contains(&id);
+        let v = check(
+            row["reference"].as_str().unwrap(),
+            row["solution"].as_str().unwrap(),
+            Mode::Solution,
+            &Options::default(),
+            &Budget::default(),
+        );
+        n += 1;
+        if v.equivalent != want {
+            bad.push(format!(
+                "{id}: want {want}, extracted {:?}, {:?}",
+                v.extracted, v.reason
+            ));
+        }
+    }
+    assert_eq!(n, 112);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
