@@ -205,6 +205,10 @@ fn intervals_and_inequalities() {
             ("\\{-1\\} \\cup [0,7)", "\\{-1\\} \\cup [0,7)", true),
             ("(-∞, 2]", "(-\\infty, 2]", true),
             ("x \\neq 3", "x != 3", true),
+            ("\\{1,2\\} \\cup \\{3\\}", "\\{1,2,3\\}", true),
+            ("[1,2]", "\\{x : 1 \\leq x \\leq 2\\}", true),
+            ("(2,\\infty)", "\\{x \\mid x > 2\\}", true),
+            ("[2,\\infty)", "\\{x \\mid x > 2\\}", false),
         ],
         Mode::Answer,
     );

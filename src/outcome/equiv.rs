@@ -118,6 +118,23 @@ impl Ctx<'_> {
                 all_eq(a.iter().zip(b).map(|(x, y)| self.answers(x, y)))
             }
             (A::Intervals(a), A::Intervals(b)) => self.intervals(a, b),
+            // `\{1, 2\} \cup \{3\}` is the finite set `\{1, 2, 3\}`.
+            (A::Intervals(iv), other) | (other, A::Intervals(iv))
+                if iv
+                    .iter()
+                    .all(|i| i.lo == i.hi && i.lo_closed && i.hi_closed) =>
+            {
+                let points: Vec<Answer> = iv
+                    .iter()
+                    .map(|i| A::Scalar(Scalar::plain(i.lo.clone())))
+                    .collect();
+                let set = A::Set(points);
+                if std::ptr::eq(other, c) {
+                    self.answers(&set, other)
+                } else {
+                    self.answers(other, &set)
+                }
+            }
             (A::Intervals(a), A::Tuple(t, true)) | (A::Tuple(t, true), A::Intervals(a)) => {
                 match pair_as_interval(t) {
                     Some(iv) => self.intervals(a, &[iv]),

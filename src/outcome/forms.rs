@@ -211,7 +211,7 @@ fn to_intervals(items: &[Expr], ops: &[RelOp], meter: &mut Meter) -> Option<Vec<
         };
         if let Expr::Func(f, a) = &items[1]
             && f == "abs"
-            && matches!(a[0], Expr::Sym(_))
+            && matches!(a.first(), Some(Expr::Sym(_)))
         {
             // a <= |x| <= b  ->  [-b, -a] U [a, b]
             let n = |e: &Expr| Expr::Neg(Box::new(e.clone()));
@@ -250,7 +250,7 @@ fn to_intervals(items: &[Expr], ops: &[RelOp], meter: &mut Meter) -> Option<Vec<
     };
     let (op, c) = match var {
         Expr::Sym(_) => (op, c),
-        Expr::Func(f, a) if f == "abs" && matches!(a[0], Expr::Sym(_)) => {
+        Expr::Func(f, a) if f == "abs" && matches!(a.first(), Some(Expr::Sym(_))) => {
             let n = Expr::Neg(Box::new(c.clone()));
             return Some(match op {
                 RelOp::Lt | RelOp::Le => vec![Interval {

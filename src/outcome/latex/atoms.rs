@@ -218,6 +218,16 @@ impl Parser<'_> {
             "emptyset" | "varnothing" => Expr::EmptySet,
             "R" | "Reals" => Expr::Reals,
             "{" => {
+                // Set-builder `\{x \mid x > 2\}` / `\{x : ...\}` / `\{x | ...\}`: the condition.
+                if let Some(bar) = self.set_builder_bar() {
+                    self.pos = bar + 1;
+                    let cond = self.list_semi()?;
+                    if !self.is_cmd("}") {
+                        return Err(ParseError::End);
+                    }
+                    self.pos += 1;
+                    return Ok(cond);
+                }
                 let e = self.list_semi()?;
                 if !(self.is_cmd("}")) {
                     return Err(ParseError::End);
@@ -254,6 +264,20 @@ impl Parser<'_> {
             }
             other => return Err(ParseError::Unexpected(format!("\\{other}"))),
         })
+    }
+
+    /// The position of the `|`, `:` or `\mid` of a set-builder, if the set at `self.pos` is
+    /// one: a short name part (at most 8 tokens), then the bar, before the closing `\}`.
+    fn set_builder_bar(&self) -> Option<usize> {
+        for k in self.pos..(self.pos + 9).min(self.toks.len()) {
+            match &self.toks[k].0 {
+                Tok::Ch('|') | Tok::Ch(':') => return (k > self.pos).then_some(k),
+                Tok::Cmd(c) if c == "mid" => return (k > self.pos).then_some(k),
+                Tok::Cmd(c) if c == "}" => return None,
+                _ => {}
+            }
+        }
+        None
     }
 
     /// `\begin{pmatrix} a & b \\ c & d \end{pmatrix}` (also bmatrix, matrix, array, ...).
