@@ -224,6 +224,8 @@ async fn judge(
         })
         .collect();
     let cancel = Arc::new(AtomicBool::new(false));
+    // If the client goes away, axum drops this future: the guard then stops the workers.
+    let _stop_on_drop = CancelOnDrop(cancel.clone());
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -308,6 +310,15 @@ async fn judge(
         guarded(m, "cache write", write).await;
     }
     Ok(out)
+}
+
+/// Sets the flag when dropped, so abandoned requests stop their remaining work.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Run a cache operation with a 2 s bound; a failure or timeout is logged and counted, and

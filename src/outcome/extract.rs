@@ -170,7 +170,10 @@ fn joins(gap: &str) -> bool {
 static FINAL_IS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)final answer\s*(?:is|:)\s*[:\s]*|(?m)^\s*####\s*").unwrap());
 static ANSWER_IS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(?:the )?answer is[:\s]+|(?m)^\s*\**\s*answer\s*\**\s*:\s*\**").unwrap()
+    Regex::new(
+        r"(?i)(?:the )?answer is[:\s]+|(?m)^\s*\**\s*answer\s*\**\s*:\s*\**|答案[是为：:]\s*",
+    )
+    .unwrap()
 });
 static CONCLUDE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
@@ -200,7 +203,10 @@ fn after_phrase(s: &str, at: usize) -> Option<String> {
     {
         t = t[k + 4..].to_string();
     }
-    let t = t.trim().trim_end_matches(['.', ',', ';']).trim();
+    let t = t
+        .trim()
+        .trim_end_matches(['.', ',', ';', '。', '，'])
+        .trim();
     if t.is_empty() {
         return None;
     }
@@ -328,7 +334,7 @@ pub fn looks_like_solution(s: &str) -> bool {
         return true;
     }
     let lower = s.to_ascii_lowercase();
-    if lower.contains("answer") {
+    if lower.contains("answer") || s.contains("答案") {
         return true;
     }
     has_prose(&MATH.replace_all(s, " "))
