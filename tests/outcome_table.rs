@@ -340,6 +340,7 @@ fn extraction_from_solutions() {
                 true,
             ),
             ("72", "So 3 apples.\n#### 71", false),
+            ("5", "所以答案是 5。", true),
             (
                 "-\\frac{24}{25}",
                 "Therefore, $\\cos \\angle RPS = -\\frac{24}{25}$.",
