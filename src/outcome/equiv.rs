@@ -110,8 +110,7 @@ impl Ctx<'_> {
                     Cmp::NotEqual
                 }
             }
-            (A::Tuple(a, p), A::Tuple(b, q)) => {
-                let _ = (p, q);
+            (A::Tuple(a, _), A::Tuple(b, _)) => {
                 if a.len() != b.len() {
                     return Cmp::NotEqual;
                 }
@@ -393,7 +392,7 @@ impl Ctx<'_> {
                 rv.clone()
             };
             if sig_digits(&rv, *k) >= self.opts.min_sig_digits {
-                return self.at_precision(&rv, *k, &c.expr, true);
+                return self.at_precision(&rv, *k, &c.expr);
             }
         }
         // A decimal candidate against an exact reference: at the candidate's precision.
@@ -409,7 +408,7 @@ impl Ctx<'_> {
                     return Cmp::Equal("exact");
                 }
                 if sig >= self.opts.min_sig_digits {
-                    return self.at_precision(&cv, *k, &r.expr, false);
+                    return self.at_precision(&cv, *k, &r.expr);
                 }
                 return Cmp::NotEqual;
             }
@@ -418,7 +417,7 @@ impl Ctx<'_> {
     }
 
     /// |value(other) - x| <= half a unit in the k-th decimal.
-    fn at_precision(&mut self, x: &BigRational, k: u32, other: &Expr, _reference: bool) -> Cmp {
+    fn at_precision(&mut self, x: &BigRational, k: u32, other: &Expr) -> Cmp {
         let v = match eval::eval(other, &[], self.meter) {
             Ok(v) => v,
             Err(EvalError::Budget(_)) => return Cmp::Budget,

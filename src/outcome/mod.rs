@@ -311,9 +311,7 @@ pub fn check(
         Ok(r) => r,
         Err(e) => return budget_verdict(extracted, e),
     };
-    if std::env::var_os("STEPKTO_DEBUG").is_some() {
-        eprintln!("ref {ref_text:?} -> {rs:?}\ncand {cand_text:?} -> {cs:?}");
-    }
+    tracing::debug!(reference = ?rs, candidate = ?cs, "readings");
     let mut ctx = equiv::Ctx {
         meter: &mut meter,
         opts: *opts,
