@@ -95,6 +95,9 @@ pub struct BudgetArgs {
     /// Largest n for n!.
     #[arg(long, env = "STEPKTO_MAX_FACTORIAL")]
     pub max_factorial: Option<u64>,
+    /// Largest exact integer any intermediate result may reach, in bits.
+    #[arg(long, env = "STEPKTO_MAX_BITS")]
+    pub max_bits: Option<u64>,
     /// Wall time per check, in milliseconds.
     #[arg(long, env = "STEPKTO_CHECK_TIME_MS")]
     pub check_time_ms: Option<u64>,
@@ -179,6 +182,9 @@ impl BudgetArgs {
         }
         if let Some(v) = self.max_factorial {
             b.max_factorial = positive("--max-factorial", v)?;
+        }
+        if let Some(v) = self.max_bits {
+            b.max_bits = positive("--max-bits", v)?;
         }
         if let Some(v) = self.check_time_ms {
             b.time_ms = positive("--check-time-ms", v)?;

@@ -121,6 +121,9 @@ fn bad_arguments_fail_clearly() {
     let out = run(&["check", "--input", "/definitely/not/here.jsonl"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+    let out = run(&["check", "--input", "x.jsonl", "--max-depth", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-depth"));
     let out = run(&["serve", "--addr", "nonsense"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--addr"));
