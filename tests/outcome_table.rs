@@ -116,6 +116,9 @@ fn decimals_at_stated_precision() {
             ("\\sqrt{2}", "1.4", false),
             ("\\pi", "3.14159", true),
             ("\\pi", "3.15", false),
+            ("\\pi", "\\pi+10^{-12}", false),
+            ("\\frac{\\pi}{\\sqrt2}", "\\frac{\\sqrt2\\pi}{2}", true),
+            ("e^{i\\pi}", "-1", true),
         ],
         Mode::Answer,
     );

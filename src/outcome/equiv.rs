@@ -462,11 +462,22 @@ impl Ctx<'_> {
             );
             return match (x, y) {
                 (Ok(x), Ok(y)) => match eval::same(&x, &y, 1e-10) {
-                    Some(true) => Cmp::Equal(if matches!((&x, &y), (Val::Q(..), Val::Q(..))) {
-                        "exact"
-                    } else {
-                        "numeric"
-                    }),
+                    Some(true) if matches!((&x, &y), (Val::Q(..), Val::Q(..))) => {
+                        Cmp::Equal("exact")
+                    }
+                    // Floating point agreed. Where pi and e only enter through arithmetic, they
+                    // are transcendental, so the identity must also hold with pi and e as
+                    // variables: that catches `\pi + 10^{-12}` against `\pi`.
+                    Some(true) => match (as_indeterminates(a), as_indeterminates(b)) {
+                        (Some(a2), Some(b2)) if a2 != *a || b2 != *b => {
+                            let syms = vec![PI_SYM.to_string(), E_SYM.to_string()];
+                            match self.identity(&a2, &b2, &syms) {
+                                Cmp::NotEqual => Cmp::NotEqual,
+                                _ => Cmp::Equal("numeric"),
+                            }
+                        }
+                        _ => Cmp::Equal("numeric"),
+                    },
                     Some(false) => Cmp::NotEqual,
                     None => Cmp::Budget,
                 },
@@ -562,6 +573,47 @@ impl Ctx<'_> {
         }
         eq_if(ok >= 3, "symbolic")
     }
+}
+
+const PI_SYM: &str = "\u{1d70b}";
+const E_SYM: &str = "\u{1d452}";
+
+/// The expression with `pi` and `e` as variables, when they occur only in arithmetic (not
+/// inside functions or exponents, where their values matter: `e^{i\pi} = -1`).
+fn as_indeterminates(e: &Expr) -> Option<Expr> {
+    Some(match e {
+        Expr::Const(Const::Pi) => Expr::Sym(PI_SYM.into()),
+        Expr::Const(Const::E) => Expr::Sym(E_SYM.into()),
+        Expr::Add(v) => Expr::Add(v.iter().map(as_indeterminates).collect::<Option<_>>()?),
+        Expr::Mul(v) => Expr::Mul(v.iter().map(as_indeterminates).collect::<Option<_>>()?),
+        Expr::Neg(a) => Expr::Neg(Box::new(as_indeterminates(a)?)),
+        Expr::Div(a, b) => Expr::Div(
+            Box::new(as_indeterminates(a)?),
+            Box::new(as_indeterminates(b)?),
+        ),
+        Expr::Pow(a, b) | Expr::Root(a, b) => {
+            let mut transcendental = false;
+            b.walk(&mut |x| transcendental |= matches!(x, Expr::Const(Const::Pi | Const::E)));
+            if transcendental {
+                return None;
+            }
+            let a2 = Box::new(as_indeterminates(a)?);
+            if matches!(e, Expr::Pow(..)) {
+                Expr::Pow(a2, b.clone())
+            } else {
+                Expr::Root(a2, b.clone())
+            }
+        }
+        Expr::Func(..) | Expr::Fact(_) | Expr::Sym(_) => {
+            let mut transcendental = false;
+            e.walk(&mut |x| transcendental |= matches!(x, Expr::Const(Const::Pi | Const::E)));
+            if transcendental {
+                return None;
+            }
+            e.clone()
+        }
+        other => other.clone(),
+    })
 }
 
 fn eq_if(b: bool, how: &'static str) -> Cmp {
