@@ -25,6 +25,66 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check answers in a JSONL file: one output line per input line, same order.
     Check(CheckArgs),
+    /// Judge the steps of solutions in a JSONL file (per-step verdicts, first wrong step).
+    Judge(JudgeArgs),
+    /// Evaluate a judge (ProcessBench) or compute the flawed-step rate of a labelled file.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct JudgeArgs {
+    /// The judge: `symbolic` (exact checks of the math in each step).
+    #[arg(long, default_value = "symbolic")]
+    pub model: String,
+    /// Input JSONL: {"id", "problem", "steps": [...]} or {"id", "problem", "solution"}.
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Output JSONL (stdout when absent).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// A step whose score is below this is labelled wrong.
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f64,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// ProcessBench: accuracy on erroneous and on correct samples, and their F1.
+    Processbench(ProcessBenchArgs),
+    /// Among solutions whose final answer is correct, the share with a step labelled wrong.
+    FlawedSteps(FlawedStepsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProcessBenchArgs {
+    /// A ProcessBench split: {"id", "problem", "steps", "label", "final_answer_correct"} per line.
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// The judge: `symbolic`.
+    #[arg(long, default_value = "symbolic")]
+    pub model: String,
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f64,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FlawedStepsArgs {
+    /// JSONL with `final_answer_correct` and a first-wrong-step index (`first_wrong_step`, or
+    /// ProcessBench's `label`); -1 means no wrong step.
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Judge the steps with this model instead of reading the labels from the file.
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f64,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
 }
 
 #[derive(Debug, Args)]

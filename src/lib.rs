@@ -9,5 +9,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod judge;
 pub mod outcome;
+pub mod steps;
 pub mod store;

@@ -17,6 +17,8 @@ fn main() -> std::process::ExitCode {
             Err(e) => Err(e.into()),
         },
         Command::Check(args) => stepkto::cli::check(args).map_err(Into::into),
+        Command::Judge(args) => stepkto::cli::judge::judge(args).map_err(Into::into),
+        Command::Eval(cmd) => stepkto::cli::judge::eval(cmd).map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -314,6 +314,16 @@ fn last_box_start(s: &str) -> Option<(usize, usize)> {
     at
 }
 
+/// Every math span (`$..$`, `$$..$$`, `\(..\)`, `\[..\]`) as (start, end, inner text).
+pub fn math_spans(s: &str) -> Vec<(usize, usize, String)> {
+    MATH.captures_iter(s)
+        .map(|c| {
+            let m = c.get(0).unwrap();
+            (m.start(), m.end(), span_text(&c))
+        })
+        .collect()
+}
+
 /// The last number written in prose ("... is 1,000.99€" -> "1,000.99").
 pub fn last_number(s: &str) -> Option<String> {
     NUMBER

@@ -30,9 +30,32 @@ impl Parser<'_> {
                 // Repeating decimal: `0.\overline{3}`, `0.1\overline{6}`.
                 if self.is_cmd("overline") && !self.space_before() && n.contains('.') {
                     self.pos += 1;
-                    let rep = self.tex_arg(true)?;
-                    if let Expr::Num(r) = &rep {
-                        let digits = r.to_integer().to_string();
+                    // The digits as written: `\overline{027}` keeps its leading zero.
+                    let digits = match (
+                        self.toks.get(self.pos),
+                        self.toks.get(self.pos + 1),
+                        self.toks.get(self.pos + 2),
+                    ) {
+                        (
+                            Some((Tok::Ch('{'), _)),
+                            Some((Tok::Num(d), _)),
+                            Some((Tok::Ch('}'), _)),
+                        ) if d.chars().all(|c| c.is_ascii_digit()) => {
+                            let d = d.clone();
+                            self.pos += 3;
+                            Some(d)
+                        }
+                        (Some((Tok::Num(d), _)), _, _) if d.chars().all(|c| c.is_ascii_digit()) => {
+                            let d = d[..1].to_string();
+                            self.tex_arg(true)?;
+                            Some(d)
+                        }
+                        _ => {
+                            self.tex_arg(true)?;
+                            None
+                        }
+                    };
+                    if let Some(digits) = digits {
                         e = repeating(&n, &digits).map(Expr::Num).unwrap_or(e);
                     }
                 }

@@ -521,6 +521,10 @@ impl Parser<'_> {
                                 _ => Expr::Text(format!("{digits}_{sub}")),
                             }
                         }
+                        // `0.0011_2`: a subscripted decimal is kept as written, not read as 0.0011.
+                        Expr::Dec(v, k) => {
+                            Expr::Text(format!("{}_{sub}", super::eval::decimal_string(&v, k)))
+                        }
                         other => other,
                     };
                 }

@@ -1,6 +1,8 @@
 //! Offline subcommands over JSONL files: one output line per input line, in order, with a
 //! per-line error object instead of aborting the run.
 
+pub mod judge;
+
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +27,10 @@ pub enum CliError {
     Write(#[from] std::io::Error),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error(
+        "unknown model {0:?}: this build judges with `symbolic` only (PRM models are not loaded yet)"
+    )]
+    Model(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,7 +207,7 @@ pub fn check(args: &CheckArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn progress(n: usize) -> Option<indicatif::ProgressBar> {
+pub(crate) fn progress(n: usize) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }

@@ -1,0 +1,258 @@
+//! `stepkto judge` and `stepkto eval {processbench, flawed-steps}`: the step judges over
+//! JSONL files, and the two evaluations the Step-KTO paper reports.
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::CliError;
+use crate::config::{EvalCommand, FlawedStepsArgs, JudgeArgs, ProcessBenchArgs};
+use crate::judge::{Status, SymbolicCheck, symbolic};
+use crate::outcome::Budget;
+use crate::steps::split_solution;
+
+#[derive(Debug, Deserialize)]
+struct JudgeLine {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    problem: Option<String>,
+    #[serde(default)]
+    steps: Option<Vec<String>>,
+    #[serde(default)]
+    solution: Option<String>,
+}
+
+/// Per-step judgement: P(step correct), the label at the threshold, and the symbolic check.
+pub struct StepVerdict {
+    pub score: f64,
+    pub label: bool,
+    pub symbolic: SymbolicCheck,
+}
+
+/// Judge steps with the symbolic judge: refuted 0, verified 1, unknown 0.5 (no evidence).
+pub fn judge_steps(steps: &[String], threshold: f64, budget: &Budget) -> Vec<StepVerdict> {
+    steps
+        .iter()
+        .map(|s| {
+            let symbolic = symbolic::check_step(s, budget);
+            let score = match symbolic.status {
+                Status::Verified => 1.0,
+                Status::Refuted => 0.0,
+                Status::Unknown => 0.5,
+            };
+            StepVerdict {
+                score,
+                label: score >= threshold,
+                symbolic,
+            }
+        })
+        .collect()
+}
+
+/// Index of the first step labelled wrong, or -1.
+pub fn first_wrong(v: &[StepVerdict]) -> i64 {
+    v.iter()
+        .position(|s| !s.label)
+        .map(|i| i as i64)
+        .unwrap_or(-1)
+}
+
+fn check_model(model: &str) -> Result<(), CliError> {
+    if model == "symbolic" {
+        Ok(())
+    } else {
+        Err(CliError::Model(model.to_string()))
+    }
+}
+
+fn read_lines(path: &std::path::Path) -> Result<Vec<String>, CliError> {
+    let f = std::fs::File::open(path).map_err(|e| CliError::Read {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    BufReader::new(f)
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(|e| CliError::Read {
+            path: path.display().to_string(),
+            source: e,
+        })
+}
+
+/// `stepkto judge`.
+pub fn judge(args: &JudgeArgs) -> Result<(), CliError> {
+    check_model(&args.model)?;
+    let budget = args.budget.to_budget()?;
+    let lines = read_lines(&args.input)?;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(BufWriter::new(std::fs::File::create(p)?)),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    for (n, line) in lines.iter().enumerate() {
+        let v = match serde_json::from_str::<JudgeLine>(line) {
+            Err(e) => json!({"error": format!("line {}: {e}", n + 1)}),
+            Ok(j) => {
+                let steps = match (j.steps, j.solution) {
+                    (Some(s), _) => s,
+                    (None, Some(sol)) => split_solution(&sol),
+                    (None, None) => {
+                        let v = json!({"id": j.id, "error": format!("line {}: needs `steps` or `solution`", n + 1)});
+                        serde_json::to_writer(&mut out, &v).map_err(std::io::Error::other)?;
+                        out.write_all(b"\n")?;
+                        continue;
+                    }
+                };
+                let verdicts = judge_steps(&steps, args.threshold, &budget);
+                let first = first_wrong(&verdicts);
+                let steps: Vec<Value> = verdicts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| json!({"index": i, "score": s.score, "label": s.label, "symbolic": s.symbolic}))
+                    .collect();
+                json!({"id": j.id, "steps": steps, "first_wrong_step": first})
+            }
+        };
+        serde_json::to_writer(&mut out, &v).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub fn eval(cmd: &EvalCommand) -> Result<(), CliError> {
+    match cmd {
+        EvalCommand::Processbench(a) => processbench(a),
+        EvalCommand::FlawedSteps(a) => flawed_steps(a),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PbLine {
+    steps: Vec<String>,
+    label: i64,
+}
+
+/// ProcessBench as its paper defines it: the prediction is the first step below the
+/// threshold (or -1); accuracy on erroneous samples (label >= 0) and on correct samples
+/// (label = -1) must match exactly; F1 is their harmonic mean.
+fn processbench(a: &ProcessBenchArgs) -> Result<(), CliError> {
+    check_model(&a.model)?;
+    let budget = a.budget.to_budget()?;
+    let (mut err_n, mut err_ok, mut cor_n, mut cor_ok) = (0u64, 0u64, 0u64, 0u64);
+    let (mut early, mut caught_at_label, mut bad_lines) = (0u64, 0u64, 0u64);
+    for line in read_lines(&a.input)? {
+        let Ok(p) = serde_json::from_str::<PbLine>(&line) else {
+            bad_lines += 1;
+            continue;
+        };
+        let pred = first_wrong(&judge_steps(&p.steps, a.threshold, &budget));
+        if p.label >= 0 {
+            err_n += 1;
+            err_ok += (pred == p.label) as u64;
+            caught_at_label += (pred == p.label) as u64;
+            early += (pred >= 0 && pred < p.label) as u64;
+        } else {
+            cor_n += 1;
+            cor_ok += (pred == -1) as u64;
+            early += (pred >= 0) as u64;
+        }
+    }
+    let pct = |x: u64, n: u64| {
+        if n == 0 {
+            0.0
+        } else {
+            100.0 * x as f64 / n as f64
+        }
+    };
+    let (e, c) = (pct(err_ok, err_n), pct(cor_ok, cor_n));
+    let f1 = if e + c == 0.0 {
+        0.0
+    } else {
+        2.0 * e * c / (e + c)
+    };
+    println!(
+        "samples: {} ({} erroneous, {} correct){}",
+        err_n + cor_n,
+        err_n,
+        cor_n,
+        if bad_lines > 0 {
+            format!(", {bad_lines} unreadable lines skipped")
+        } else {
+            String::new()
+        }
+    );
+    println!("accuracy on erroneous samples: {e:.1}% ({err_ok}/{err_n})");
+    println!("accuracy on correct samples:   {c:.1}% ({cor_ok}/{cor_n})");
+    println!("F1:                            {f1:.1}");
+    println!(
+        "false alarms (a step flagged before the first error, or in a correct sample): {early} = {:.2}% of samples",
+        pct(early, err_n + cor_n)
+    );
+    println!("erroneous samples caught at the labelled step: {caught_at_label}/{err_n}");
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct FlawLine {
+    final_answer_correct: bool,
+    #[serde(default)]
+    first_wrong_step: Option<i64>,
+    #[serde(default)]
+    label: Option<i64>,
+    #[serde(default)]
+    steps: Option<Vec<String>>,
+}
+
+/// The paper's flawed-step rate: among solutions with a correct final answer, the share with
+/// at least one step labelled wrong.
+fn flawed_steps(a: &FlawedStepsArgs) -> Result<(), CliError> {
+    if let Some(m) = &a.model {
+        check_model(m)?;
+    }
+    let budget = a.budget.to_budget()?;
+    let (mut correct, mut flawed, mut skipped) = (0u64, 0u64, 0u64);
+    for line in read_lines(&a.input)? {
+        let Ok(f) = serde_json::from_str::<FlawLine>(&line) else {
+            skipped += 1;
+            continue;
+        };
+        if !f.final_answer_correct {
+            continue;
+        }
+        let first = match (&a.model, &f.steps) {
+            (Some(_), Some(steps)) => first_wrong(&judge_steps(steps, a.threshold, &budget)),
+            (Some(_), None) => {
+                skipped += 1;
+                continue;
+            }
+            (None, _) => match f.first_wrong_step.or(f.label) {
+                Some(x) => x,
+                None => {
+                    skipped += 1;
+                    continue;
+                }
+            },
+        };
+        correct += 1;
+        flawed += (first >= 0) as u64;
+    }
+    let rate = if correct == 0 {
+        0.0
+    } else {
+        100.0 * flawed as f64 / correct as f64
+    };
+    println!("solutions with a correct final answer: {correct}");
+    println!("of which with a step labelled wrong:   {flawed}");
+    println!(
+        "flawed-step rate: {rate:.1}%{}",
+        if skipped > 0 {
+            format!(" ({skipped} lines skipped: unreadable or without steps/labels)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,599 @@
+//! The symbolic step judge: find the claims written in a step (`a = b = c` chains in math
+//! spans and in plain text, `\approx`, `<`, `\le`) and decide each closed-form one with the
+//! outcome engine's exact arithmetic.
+//!
+//! A claim is **refuted** only when it is false beyond any rounding the step states (a
+//! decimal with k places is allowed an error of one unit in the k-th place, truncation
+//! included; an integer may be a rounded non-integer). Claims with free variables, words, or
+//! in a sentence that signals a hypothetical or a rejected equation ("not", "?", "wrong") are
+//! never refuted. A step is **verified** when it has at least one claim and all hold.
+
+use super::{Status, SymbolicCheck};
+use crate::outcome::budget::{Budget, Meter};
+use crate::outcome::eval::{self, Val};
+use crate::outcome::expr::{Const, Expr, RelOp};
+use crate::outcome::{latex, units};
+use crate::steps::{MathPiece, locate, plain_chains};
+
+/// One relation between two members of a chain, as written.
+#[derive(Debug, Clone)]
+struct Claim {
+    lhs: String,
+    rhs: String,
+    op: RelOp,
+    /// Claims in a sentence with a negation cue are never refuted.
+    guarded: bool,
+}
+
+enum Decision {
+    Holds,
+    Refuted(String),
+    Unknown,
+}
+
+/// Check one step.
+pub fn check_step(step: &str, budget: &Budget) -> SymbolicCheck {
+    let mut meter = Meter::new(*budget);
+    if step.len() > budget.max_solution_len {
+        return SymbolicCheck {
+            status: Status::Unknown,
+            detail: "step over the length budget".into(),
+        };
+    }
+    let (pieces, plain) = locate(step);
+    let mut claims = Vec::new();
+    for p in &pieces {
+        claims.extend(tex_claims(p));
+    }
+    for p in plain_chains(&plain) {
+        claims.extend(plain_claims(&p));
+    }
+    let mut held = 0;
+    for c in &claims {
+        if meter.tick().is_err() {
+            break;
+        }
+        match decide(c, &mut meter) {
+            Decision::Holds => held += 1,
+            Decision::Refuted(why) if !c.guarded => {
+                return SymbolicCheck {
+                    status: Status::Refuted,
+                    detail: why,
+                };
+            }
+            _ => {}
+        }
+    }
+    if held > 0 {
+        let s = if held == 1 { "" } else { "s" };
+        SymbolicCheck {
+            status: Status::Verified,
+            detail: format!("{held} claim{s} checked"),
+        }
+    } else {
+        SymbolicCheck {
+            status: Status::Unknown,
+            detail: "no closed-form claim to check".into(),
+        }
+    }
+}
+
+/// Words that make a sentence's equations not plain assertions.
+fn guarded(sentence: &str) -> bool {
+    let s = sentence.to_lowercase();
+    const CUES: &[&str] = &[
+        "not ",
+        "n't",
+        "\\neq",
+        "\\ne ",
+        "≠",
+        "?",
+        "false",
+        "incorrect",
+        "wrong",
+        "mistake",
+        "contradict",
+        "impossible",
+        "invalid",
+        "error",
+        "instead",
+        "suppose",
+        "assume",
+        "if we",
+        "would",
+        "should be",
+        "correct",
+        "recheck",
+        "re-evaluat",
+        "reconsider",
+        "typo",
+        "actually",
+    ];
+    CUES.iter().any(|c| s.contains(c))
+}
+
+const RELS: &[(&str, RelOp)] = &[
+    ("\\approx", RelOp::Approx),
+    ("\\leq", RelOp::Le),
+    ("\\geq", RelOp::Ge),
+    ("\\le", RelOp::Le),
+    ("\\ge", RelOp::Ge),
+    ("\\neq", RelOp::Ne),
+    ("\\ne", RelOp::Ne),
+    ("≈", RelOp::Approx),
+    ("=", RelOp::Eq),
+    ("<", RelOp::Lt),
+    (">", RelOp::Gt),
+];
+
+/// Split `text` at relations outside brackets: members and the relations between them.
+fn split_chain(text: &str) -> (Vec<String>, Vec<RelOp>) {
+    let b = text.as_bytes();
+    let mut members = Vec::new();
+    let mut ops = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    let mut i = 0;
+    'scan: while i < b.len() {
+        match b[i] {
+            b'{' | b'(' | b'[' => depth += 1,
+            b'}' | b')' | b']' => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 {
+            for (tok, op) in RELS {
+                if text[i..].starts_with(tok)
+                    && !(tok.starts_with('\\')
+                        && text[i + tok.len()..].starts_with(|c: char| c.is_ascii_alphabetic()))
+                {
+                    members.push(text[start..i].to_string());
+                    ops.push(*op);
+                    i += tok.len();
+                    start = i;
+                    continue 'scan;
+                }
+            }
+        }
+        i += text[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+    }
+    members.push(text[start..].to_string());
+    (members, ops)
+}
+
+/// Claims in a math span: align environments are flattened, `&= ...` lines continue the
+/// chain above them.
+fn tex_claims(p: &MathPiece) -> Vec<Claim> {
+    let g = guarded(&p.sentence);
+    if p.text.contains("\\pmod") || p.text.contains("\\mod") || p.text.contains("\\equiv") {
+        return vec![];
+    }
+    let mut text = p.text.clone();
+    for env in [
+        "align*",
+        "align",
+        "aligned",
+        "eqnarray*",
+        "eqnarray",
+        "gather*",
+        "gather",
+        "split",
+        "cases",
+    ] {
+        text = text
+            .replace(&format!("\\begin{{{env}}}"), " ")
+            .replace(&format!("\\end{{{env}}}"), " ");
+    }
+    let mut out = Vec::new();
+    let mut prev_last: Option<String> = None;
+    for line in text.split("\\\\") {
+        let line = line.replace('&', " ");
+        let (mut members, ops) = split_chain(&line);
+        if ops.is_empty() {
+            prev_last = Some(members.pop().unwrap_or_default());
+            continue;
+        }
+        // A line that starts with a relation continues the previous line's chain.
+        if members[0].trim().is_empty() {
+            match &prev_last {
+                Some(p) => members[0] = p.clone(),
+                None => {
+                    prev_last = members.last().cloned();
+                    continue;
+                }
+            }
+        }
+        for (k, op) in ops.iter().enumerate() {
+            out.push(Claim {
+                lhs: members[k].clone(),
+                rhs: members[k + 1].clone(),
+                op: *op,
+                guarded: g,
+            });
+        }
+        prev_last = members.last().cloned();
+    }
+    out
+}
+
+/// Words before a plain-text run that make its first number part of a larger expression.
+const BEFORE_DENY: &[&str] = &[
+    "of",
+    "times",
+    "by",
+    "plus",
+    "minus",
+    "per",
+    "over",
+    "from",
+    "than",
+    "each",
+    "every",
+    "and",
+    "to",
+    "with",
+    "into",
+    "x",
+    "multiplied",
+    "divided",
+    "add",
+    "subtract",
+    "remaining",
+    "extra",
+];
+/// Words after a run that make its last number part of a larger expression.
+const AFTER_DENY: &[&str] = &[
+    "more",
+    "less",
+    "times",
+    "of",
+    "percent",
+    "remainder",
+    "with",
+    "r",
+    "fewer",
+    "greater",
+    "x",
+    "to",
+    "per",
+    "plus",
+    "minus",
+    "divided",
+    "multiplied",
+    "squared",
+    "cubed",
+    "dozen",
+    "hundred",
+    "thousand",
+    "million",
+    "billion",
+    "and",
+];
+
+/// Claims in a plain-text run like `48/2 = 24`.
+fn plain_claims(p: &MathPiece) -> Vec<Claim> {
+    let g = guarded(&p.sentence);
+    if p.glued {
+        return vec![];
+    }
+    let (mut members, mut ops) = split_chain(&p.text);
+    if ops.is_empty() {
+        return vec![];
+    }
+    let bw = p.before.to_lowercase();
+    let bw = bw.trim_matches(|c: char| !c.is_alphanumeric());
+    let aw = p.after.to_lowercase();
+    let aw = aw.trim_matches(|c: char| !c.is_alphanumeric());
+    // `apples - 5 = ...`: after a word, even `-` is a binary operator of a larger expression.
+    let after_word = bw.chars().any(|c| c.is_alphabetic());
+    let starts_binary = members[0]
+        .trim_start()
+        .starts_with(['+', '*', '/', '×', '÷', '^'])
+        || (after_word && members[0].trim_start().starts_with('-'));
+    if starts_binary || BEFORE_DENY.contains(&bw) || members[0].trim().is_empty() {
+        members.remove(0);
+        ops.remove(0);
+    }
+    if !ops.is_empty()
+        && (AFTER_DENY.contains(&aw) || members.last().is_some_and(|m| m.trim().is_empty()))
+    {
+        members.pop();
+        ops.pop();
+    }
+    ops.iter()
+        .enumerate()
+        .map(|(k, op)| Claim {
+            lhs: members[k].clone(),
+            rhs: members[k + 1].clone(),
+            op: *op,
+            guarded: g,
+        })
+        .collect()
+}
+
+/// `\text{ books}`-style count words are dropped from a member; a member with any other
+/// text (`\text{Naomi's points}`, `\text{ dozen}`) or with a physical unit (`4 \text{ hours}`
+/// = 240 minutes) is not a plain number, so `None`.
+fn strip_words(s: &str) -> Option<String> {
+    let mut t = s.to_string();
+    for cmd in ["\\text", "\\mbox", "\\textbf", "\\textrm", "\\mathrm"] {
+        while let Some(k) = t.find(&format!("{cmd}{{")) {
+            let open = k + cmd.len();
+            let mut depth = 0;
+            let mut end = t.len();
+            for (j, c) in t[open..].char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = open + j + 1;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let inner = t[open..end]
+                .trim_start_matches('{')
+                .trim_end_matches('}')
+                .trim()
+                .to_string();
+            match units::lookup(&inner) {
+                Some(u) if u.dim == [0; 6] => t.replace_range(k..end, " "),
+                _ if inner.is_empty() => t.replace_range(k..end, " "),
+                _ => return None,
+            }
+        }
+    }
+    Some(
+        t.replace("\\$", " ")
+            .replace('$', " ")
+            .trim()
+            .trim_end_matches(['.', ':'])
+            .to_string(),
+    )
+}
+
+/// A closed-form member: parsed, no free symbols, no words.
+fn closed(s: &str, meter: &mut Meter) -> Option<Expr> {
+    let t = strip_words(s)?;
+    if t.is_empty() || t.len() > meter.budget.max_answer_len || t.contains("\\boxed") {
+        return None;
+    }
+    let e = latex::parse(&t, meter).ok()?;
+    let mut syms = Vec::new();
+    e.symbols(&mut syms);
+    let mut bad = !syms.is_empty();
+    e.walk(&mut |x| {
+        bad |= matches!(x, Expr::WithUnit(_, u) if u.dim != [0; 6]);
+        // In working, a bare `e` or `i` is as often a variable (a digit, an index) as a constant.
+        bad |= matches!(x, Expr::Const(Const::E | Const::I));
+        bad |= matches!(
+            x,
+            Expr::Text(_)
+                | Expr::List(_)
+                | Expr::Set(_)
+                | Expr::Seq(..)
+                | Expr::Matrix(_)
+                | Expr::Rel(..)
+                | Expr::Ratio(_)
+                | Expr::PlusMinus(..)
+                | Expr::Union(_)
+                | Expr::EmptySet
+                | Expr::Reals
+                | Expr::Base(..)
+                | Expr::Degree(_)
+        )
+    });
+    (!bad).then_some(e)
+}
+
+/// The unit of the last stated place of a literal member: 10^-k for a k-place decimal,
+/// 1 for an integer literal.
+fn stated_unit(e: &Expr) -> Option<f64> {
+    match e {
+        Expr::Neg(a) | Expr::WithUnit(a, _) => stated_unit(a),
+        Expr::Dec(_, k) => Some(10f64.powi(-(*k as i32))),
+        Expr::Num(q) if q.is_integer() => Some(1.0),
+        _ => None,
+    }
+}
+
+fn decide(c: &Claim, meter: &mut Meter) -> Decision {
+    if c.op == RelOp::Ne || c.op == RelOp::In {
+        return Decision::Unknown;
+    }
+    let (Some(a), Some(b)) = (closed(&c.lhs, meter), closed(&c.rhs, meter)) else {
+        return Decision::Unknown;
+    };
+    let (Ok(va), Ok(vb)) = (eval::eval(&a, &[], meter), eval::eval(&b, &[], meter)) else {
+        return Decision::Unknown;
+    };
+    let shown = format!("{} {} {}", c.lhs.trim(), op_str(c.op), c.rhs.trim());
+    let mut exact_equal = eval::same(&va, &vb, 1e-12) == Some(true);
+    // `\frac{2}{4} \times 100 = 50\%`: a percent on one side may stand for its number.
+    if !exact_equal && (is_percent(&a) != is_percent(&b)) {
+        let strip = |e: &Expr| match e {
+            Expr::Percent(x) => (**x).clone(),
+            other => other.clone(),
+        };
+        if let (Ok(x), Ok(y)) = (
+            eval::eval(&strip(&a), &[], meter),
+            eval::eval(&strip(&b), &[], meter),
+        ) {
+            exact_equal = eval::same(&x, &y, 1e-12) == Some(true);
+        }
+    }
+    let (Some(fa), Some(fb)) = (va.as_real_f(), vb.as_real_f()) else {
+        // Complex values: only exact (in)equality is decided.
+        return match (&va, &vb, c.op) {
+            (Val::Q(..), Val::Q(..), RelOp::Eq) if !exact_equal => {
+                Decision::Refuted(format!("`{shown}` is false"))
+            }
+            _ if exact_equal => Decision::Holds,
+            _ => Decision::Unknown,
+        };
+    };
+    let diff = (fa - fb).abs();
+    let unit = stated_unit(&a)
+        .into_iter()
+        .chain(stated_unit(&b))
+        .fold(0.0f64, f64::max);
+    let exact = matches!((&va, &vb), (Val::Q(..), Val::Q(..)));
+    let value = |v: f64| {
+        if v.fract() == 0.0 && v.abs() < 1e15 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.6}")
+        }
+    };
+    let refute = || {
+        Decision::Refuted(format!(
+            "`{shown}` is false: the left side is {}, the right side {}",
+            value(fa),
+            value(fb)
+        ))
+    };
+    match c.op {
+        RelOp::Eq => {
+            if exact_equal || (!exact && diff <= 1e-9 * fa.abs().max(fb.abs())) {
+                return Decision::Holds;
+            }
+            // Stated rounding: a decimal may be off by one unit in its last place; an integer
+            // may be a rounded non-integer.
+            let dec_unit = [&a, &b]
+                .iter()
+                .filter_map(|e| match e {
+                    Expr::Dec(..) | Expr::Neg(_) | Expr::WithUnit(..) => {
+                        stated_unit(e).filter(|u| *u < 1.0)
+                    }
+                    _ => None,
+                })
+                .fold(0.0f64, f64::max);
+            if dec_unit > 0.0 && diff <= dec_unit * (1.0 + 1e-9) {
+                return Decision::Holds;
+            }
+            let other_is_fraction = (stated_unit(&b) == Some(1.0) && fa.fract() != 0.0)
+                || (stated_unit(&a) == Some(1.0) && fb.fract() != 0.0);
+            if other_is_fraction && diff < 1.0 {
+                return Decision::Unknown;
+            }
+            if !exact && diff <= 1e-6 * fa.abs().max(fb.abs()) {
+                return Decision::Unknown;
+            }
+            refute()
+        }
+        RelOp::Approx => {
+            let tol = if unit > 0.0 {
+                unit
+            } else {
+                1e-9 * fa.abs().max(fb.abs())
+            };
+            if diff <= tol * (1.0 + 1e-9) {
+                Decision::Holds
+            } else if diff <= (5.0 * tol).max(0.02 * fb.abs().max(fa.abs())) {
+                Decision::Unknown
+            } else {
+                refute()
+            }
+        }
+        RelOp::Lt | RelOp::Le | RelOp::Gt | RelOp::Ge => {
+            let margin = if exact {
+                0.0
+            } else {
+                1e-9 * fa.abs().max(fb.abs())
+            };
+            let holds = match c.op {
+                RelOp::Lt => fa < fb - margin || (exact && fa < fb),
+                RelOp::Le => fa <= fb + margin,
+                RelOp::Gt => fa > fb + margin || (exact && fa > fb),
+                _ => fa >= fb - margin,
+            };
+            let clearly_false = match c.op {
+                RelOp::Lt | RelOp::Le => fa > fb + margin.max(unit),
+                _ => fa < fb - margin.max(unit),
+            };
+            if holds {
+                Decision::Holds
+            } else if clearly_false {
+                refute()
+            } else {
+                Decision::Unknown
+            }
+        }
+        _ => Decision::Unknown,
+    }
+}
+
+fn is_percent(e: &Expr) -> bool {
+    matches!(e, Expr::Percent(_))
+}
+
+fn op_str(op: RelOp) -> &'static str {
+    match op {
+        RelOp::Eq => "=",
+        RelOp::Approx => "≈",
+        RelOp::Lt => "<",
+        RelOp::Le => "≤",
+        RelOp::Gt => ">",
+        RelOp::Ge => "≥",
+        RelOp::Ne => "≠",
+        RelOp::In => "∈",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(s: &str) -> Status {
+        check_step(s, &Budget::default()).status
+    }
+
+    #[test]
+    fn decides_closed_form_claims() {
+        assert_eq!(
+            status("So \\(18 - 6 = 12\\) flamingos are left."),
+            Status::Verified
+        );
+        assert_eq!(
+            status("So \\(18 - 6 = 13\\) flamingos are left."),
+            Status::Refuted
+        );
+        assert_eq!(status("She sold 48/2 = 24 clips in May."), Status::Verified);
+        assert_eq!(status("She sold 48/2 = 25 clips in May."), Status::Refuted);
+        assert_eq!(status("Total = $3.5 * 4000 = $14,000."), Status::Verified);
+        assert_eq!(status("Then $\\sqrt{2} \\approx 1.41$."), Status::Verified);
+        assert_eq!(
+            status("Then $\\frac{2}{3} = 0.67$ roughly."),
+            Status::Verified
+        );
+        assert_eq!(
+            status("Then $\\frac{2}{3} = 0.66$ (truncated)."),
+            Status::Verified
+        );
+        assert_eq!(status("About 1000/3 = 333 people."), Status::Unknown);
+        assert_eq!(status("\\[ x = 2 + 3 \\\\ &= 6 \\]"), Status::Refuted);
+        assert_eq!(
+            status("\\begin{align*} a &= 2 \\cdot 3 \\\\ &= 6 \\end{align*}"),
+            Status::Verified
+        );
+    }
+
+    #[test]
+    fn never_refutes_what_is_not_asserted() {
+        assert_eq!(status("We have $6c = 5$, so $c = 5/6$."), Status::Unknown);
+        assert_eq!(
+            status("If $2 + 2 = 5$ were true, we would get nonsense."),
+            Status::Unknown
+        );
+        assert_eq!(status("Is $3 \\cdot 4 = 13$? No."), Status::Unknown);
+        assert_eq!(
+            status("194 ÷ 11 = 17 with a remainder of 9."),
+            Status::Unknown
+        );
+        assert_eq!(status("20% of 50 = 10 apples."), Status::Unknown);
+        assert_eq!(status("He has 5 apples + 3 = 8 more."), Status::Unknown);
+        assert_eq!(status("$129 \\equiv -3 \\pmod{11}$"), Status::Unknown);
+    }
+}
