@@ -3,12 +3,12 @@
 
 use utoipa::OpenApi;
 
-use super::{error, ops, verify};
+use super::{error, judge, ops, verify};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "stepkto", description = "Judge mathematical reasoning: outcome checker and verdict cache."),
-    paths(verify::verify, ops::health, ops::info, ops::metrics),
+    info(title = "stepkto", description = "Judge mathematical reasoning: outcome checker, step judge, verdict cache."),
+    paths(verify::verify, judge::judge, judge::models, ops::health, ops::info, ops::metrics),
     components(schemas(
         verify::VerifyRequest,
         verify::VerifyItem,
@@ -18,6 +18,16 @@ use super::{error, ops, verify};
         verify::BatchItem,
         verify::ItemError,
         error::ErrorBody,
+        judge::JudgeRequest,
+        judge::JudgeItem,
+        judge::JudgeResult,
+        judge::JudgeItemError,
+        judge::JudgeResponse,
+        judge::StepResult,
+        judge::Aggregate,
+        judge::ModelInfo,
+        crate::judge::SymbolicCheck,
+        crate::judge::Status,
         crate::outcome::Reason,
         crate::outcome::Mode,
         crate::outcome::Options,
@@ -25,7 +35,7 @@ use super::{error, ops, verify};
         ops::Info,
         ops::LimitsInfo,
     )),
-    tags((name = "verify", description = "Outcome checking"), (name = "ops", description = "Health, info, metrics"))
+    tags((name = "verify", description = "Outcome checking"), (name = "judge", description = "Stepwise judging"), (name = "ops", description = "Health, info, metrics"))
 )]
 pub struct ApiDoc;
 

@@ -6,9 +6,11 @@
 
 pub mod docs;
 pub mod error;
+pub mod judge;
 pub mod metrics;
 pub mod ops;
 pub mod verify;
+pub mod work;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -84,6 +86,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .url("/openapi.json", docs::ApiDoc::openapi_doc());
     Router::new()
         .route("/v1/verify", post(verify::verify))
+        .route("/v1/judge", post(judge::judge))
+        .route("/v1/models", get(judge::models))
         .route("/health", get(ops::health))
         .route("/info", get(ops::info))
         .route("/metrics", get(ops::metrics))

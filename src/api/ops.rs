@@ -55,7 +55,7 @@ pub struct Info {
     pub name: String,
     pub version: String,
     pub engine: String,
-    /// Loaded step-judging models (none until the judge lands).
+    /// Loaded step judges.
     pub models: Vec<String>,
     pub store: String,
     pub store_ready: bool,
@@ -70,7 +70,7 @@ pub async fn info(State(st): State<Arc<AppState>>) -> Json<Info> {
         name: "stepkto".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         engine: outcome::ENGINE_VERSION.into(),
-        models: vec![],
+        models: vec!["symbolic".into()],
         store: st
             .store
             .as_ref()

@@ -2,8 +2,6 @@
 //! blocking pool (the checker is CPU-bound), then written back to the cache.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -12,9 +10,9 @@ use axum::extract::rejection::BytesRejection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::AppState;
 use super::error::{ApiError, ErrorBody, parse_json};
 use super::metrics::Metrics;
+use super::{AppState, work};
 use crate::cli::verify_key;
 use crate::outcome::{self, Mode, Options, Reason, Verdict};
 
@@ -194,15 +192,8 @@ async fn judge(
         .iter()
         .filter_map(|r| r.as_ref().ok().map(|x| x.2.clone()))
         .collect();
-    let mut cached = std::collections::HashMap::new();
-    if let Some(store) = &st.store
-        && !keys.is_empty()
-        && let Some(found) = guarded(m, "cache lookup", store.get_many(&keys)).await
-    {
-        cached = found;
-    }
-    // Compute the misses on the blocking pool, split across cores; a cancel flag stops the
-    // remaining work when the request deadline passes.
+    let cached = work::cache_lookup(st, &keys).await;
+    // Compute the misses on the blocking pool.
     let todo: Vec<(usize, String, String, Mode, Options)> = items
         .iter()
         .enumerate()
@@ -223,40 +214,13 @@ async fn judge(
             })
         })
         .collect();
-    let cancel = Arc::new(AtomicBool::new(false));
-    // If the client goes away, axum drops this future: the guard then stops the workers.
-    let _stop_on_drop = CancelOnDrop(cancel.clone());
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(todo.len().max(1));
-    let chunk = todo.len().div_ceil(workers).max(1);
-    let mut handles = Vec::new();
-    for part in todo.chunks(chunk) {
-        let part = part.to_vec();
-        let cancel = cancel.clone();
-        handles.push(tokio::task::spawn_blocking(move || {
-            let mut out = Vec::with_capacity(part.len());
-            for (i, r, c, mode, opts) in part {
-                if cancel.load(Ordering::Relaxed) {
-                    break;
-                }
-                out.push((i, outcome::check(&r, &c, mode, &opts, &budget)));
-            }
-            out
-        }));
-    }
-    let deadline = Duration::from_millis(st.limits.request_timeout_ms);
-    let joined = tokio::time::timeout(deadline, futures_join(handles)).await;
-    let computed = match joined {
-        Ok(r) => r.map_err(|e| ApiError::Internal(format!("worker failed: {e}")))?,
-        Err(_) => {
-            cancel.store(true, Ordering::Relaxed);
-            return Err(ApiError::Timeout(st.limits.request_timeout_ms));
-        }
-    };
-    let mut fresh: std::collections::HashMap<usize, Verdict> =
-        computed.into_iter().flatten().collect();
+    let computed = work::on_workers(
+        todo,
+        move |(i, r, c, mode, opts)| (i, outcome::check(&r, &c, mode, &opts, &budget)),
+        st.limits.request_timeout_ms,
+    )
+    .await?;
+    let mut fresh: std::collections::HashMap<usize, Verdict> = computed.into_iter().collect();
     let mut to_store = Vec::new();
     let mut out = Vec::with_capacity(items.len());
     for (i, r) in items.into_iter().enumerate() {
@@ -303,52 +267,6 @@ async fn judge(
             }
         }
     }
-    if let Some(store) = &st.store
-        && !to_store.is_empty()
-    {
-        let write = store.put_many("verify", outcome::ENGINE_VERSION, &to_store);
-        guarded(m, "cache write", write).await;
-    }
-    Ok(out)
-}
-
-/// Sets the flag when dropped, so abandoned requests stop their remaining work.
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Run a cache operation with a 2 s bound; a failure or timeout is logged and counted, and
-/// the request goes on without the cache.
-async fn guarded<T>(
-    m: &Metrics,
-    what: &str,
-    op: impl std::future::Future<Output = Result<T, crate::store::StoreError>>,
-) -> Option<T> {
-    match tokio::time::timeout(Duration::from_secs(2), op).await {
-        Ok(Ok(v)) => Some(v),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "{what} failed; serving without the cache");
-            Metrics::add(&m.store_errors, 1);
-            None
-        }
-        Err(_) => {
-            tracing::warn!("{what} timed out; serving without the cache");
-            Metrics::add(&m.store_errors, 1);
-            None
-        }
-    }
-}
-
-async fn futures_join<T>(
-    handles: Vec<tokio::task::JoinHandle<T>>,
-) -> Result<Vec<T>, tokio::task::JoinError> {
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        out.push(h.await?);
-    }
+    work::cache_store(st, "verify", outcome::ENGINE_VERSION, &to_store).await;
     Ok(out)
 }

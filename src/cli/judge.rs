@@ -8,8 +8,7 @@ use serde_json::{Value, json};
 
 use super::CliError;
 use crate::config::{EvalCommand, FlawedStepsArgs, JudgeArgs, ProcessBenchArgs};
-use crate::judge::{Status, SymbolicCheck, symbolic};
-use crate::outcome::Budget;
+use crate::judge::{first_wrong, judge_steps};
 use crate::steps::split_solution;
 
 #[derive(Debug, Deserialize)]
@@ -23,41 +22,6 @@ struct JudgeLine {
     steps: Option<Vec<String>>,
     #[serde(default)]
     solution: Option<String>,
-}
-
-/// Per-step judgement: P(step correct), the label at the threshold, and the symbolic check.
-pub struct StepVerdict {
-    pub score: f64,
-    pub label: bool,
-    pub symbolic: SymbolicCheck,
-}
-
-/// Judge steps with the symbolic judge: refuted 0, verified 1, unknown 0.5 (no evidence).
-pub fn judge_steps(steps: &[String], threshold: f64, budget: &Budget) -> Vec<StepVerdict> {
-    steps
-        .iter()
-        .map(|s| {
-            let symbolic = symbolic::check_step(s, budget);
-            let score = match symbolic.status {
-                Status::Verified => 1.0,
-                Status::Refuted => 0.0,
-                Status::Unknown => 0.5,
-            };
-            StepVerdict {
-                score,
-                label: score >= threshold,
-                symbolic,
-            }
-        })
-        .collect()
-}
-
-/// Index of the first step labelled wrong, or -1.
-pub fn first_wrong(v: &[StepVerdict]) -> i64 {
-    v.iter()
-        .position(|s| !s.label)
-        .map(|i| i as i64)
-        .unwrap_or(-1)
 }
 
 fn check_model(model: &str) -> Result<(), CliError> {

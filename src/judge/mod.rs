@@ -6,6 +6,8 @@ pub mod symbolic;
 
 use serde::{Deserialize, Serialize};
 
+use crate::outcome::Budget;
+
 /// What the symbolic check found in one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -23,4 +25,39 @@ pub struct SymbolicCheck {
     pub status: Status,
     /// The failing claim for `refuted`; a count of checked claims otherwise.
     pub detail: String,
+}
+
+/// Per-step judgement: P(step correct), the label at the threshold, and the symbolic check.
+pub struct StepVerdict {
+    pub score: f64,
+    pub label: bool,
+    pub symbolic: SymbolicCheck,
+}
+
+/// Judge steps with the symbolic judge: refuted 0, verified 1, unknown 0.5 (no evidence).
+pub fn judge_steps(steps: &[String], threshold: f64, budget: &Budget) -> Vec<StepVerdict> {
+    steps
+        .iter()
+        .map(|s| {
+            let symbolic = symbolic::check_step(s, budget);
+            let score = match symbolic.status {
+                Status::Verified => 1.0,
+                Status::Refuted => 0.0,
+                Status::Unknown => 0.5,
+            };
+            StepVerdict {
+                score,
+                label: score >= threshold,
+                symbolic,
+            }
+        })
+        .collect()
+}
+
+/// Index of the first step labelled wrong, or -1.
+pub fn first_wrong(v: &[StepVerdict]) -> i64 {
+    v.iter()
+        .position(|s| !s.label)
+        .map(|i| i as i64)
+        .unwrap_or(-1)
 }

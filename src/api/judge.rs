@@ -1,0 +1,306 @@
+//! `POST /v1/judge` and `GET /v1/models`: per-step verdicts from a step judge. The
+//! `symbolic` judge (exact checks of the math in each step) is always loaded and is the
+//! default; PRM models will be listed beside it.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::error::{ApiError, ErrorBody};
+use super::metrics::Metrics;
+use super::{AppState, work};
+use crate::judge::{SymbolicCheck, first_wrong, judge_steps};
+use crate::steps::split_solution;
+
+/// Bumped whenever a change can alter a symbolic verdict; part of the cache key.
+pub const SYMBOLIC_ENGINE: &str = "symbolic-1";
+/// Most steps one item may have.
+pub const MAX_STEPS: usize = 512;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeRequest {
+    /// A loaded model id (see `GET /v1/models`); `symbolic` when absent.
+    #[serde(default)]
+    pub model: Option<String>,
+    #[schema(value_type = Vec<JudgeItem>)]
+    pub items: Vec<Value>,
+    /// A step scoring below this is labelled wrong (default 0.5).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// Deadline for the whole request, in milliseconds (capped by the server's).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// One solution: its steps, or a whole solution text to split into paragraphs.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeItem {
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub id: Option<Value>,
+    pub problem: String,
+    #[serde(default)]
+    pub steps: Option<Vec<String>>,
+    #[serde(default)]
+    pub solution: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, PartialEq)]
+pub struct StepResult {
+    pub index: usize,
+    /// P(step correct), whatever the judge.
+    pub score: f64,
+    /// `score >= threshold`.
+    pub label: bool,
+    pub symbolic: SymbolicCheck,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, PartialEq)]
+pub struct Aggregate {
+    pub min: f64,
+    pub product: f64,
+    pub last: f64,
+    pub mean: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, PartialEq)]
+pub struct JudgeResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub id: Option<Value>,
+    pub steps: Vec<StepResult>,
+    /// Index of the first step labelled wrong, -1 when none.
+    pub first_wrong_step: i64,
+    pub aggregate: Aggregate,
+    pub cached: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, PartialEq)]
+pub struct JudgeItemError {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub id: Option<Value>,
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JudgeResponse {
+    pub model: String,
+    /// One entry per item, in order: a result or an item error.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ModelInfo {
+    pub id: String,
+    /// `symbolic` or a PRM recipe name.
+    pub kind: String,
+    pub device: String,
+    pub description: String,
+}
+
+#[utoipa::path(get, path = "/v1/models", responses((status = 200, body = Vec<ModelInfo>)), tag = "judge")]
+pub async fn models() -> Json<Vec<ModelInfo>> {
+    Json(vec![ModelInfo {
+        id: "symbolic".into(),
+        kind: "symbolic".into(),
+        device: "cpu".into(),
+        description: "exact checks of the arithmetic and algebra written in each step".into(),
+    }])
+}
+
+fn aggregate(scores: &[f64]) -> Aggregate {
+    if scores.is_empty() {
+        return Aggregate {
+            min: 1.0,
+            product: 1.0,
+            last: 1.0,
+            mean: 1.0,
+        };
+    }
+    Aggregate {
+        min: scores.iter().copied().fold(f64::INFINITY, f64::min),
+        product: scores.iter().product(),
+        last: *scores.last().unwrap(),
+        mean: scores.iter().sum::<f64>() / scores.len() as f64,
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/judge",
+    request_body = JudgeRequest,
+    responses(
+        (status = 200, description = "Per-step verdicts per item, in order; bad items get an error object", body = JudgeResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body or batch too large", body = ErrorBody),
+        (status = 422, description = "Wrong shape, unknown model or threshold outside [0, 1]", body = ErrorBody),
+        (status = 429, description = "Too many requests in flight", body = ErrorBody),
+        (status = 504, description = "Deadline exceeded", body = ErrorBody),
+    ),
+    tag = "judge"
+)]
+pub async fn judge(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<JudgeResponse>, ApiError> {
+    let req: JudgeRequest = super::error::parse_json(&body?)?;
+    let model = req.model.unwrap_or_else(|| "symbolic".into());
+    if model != "symbolic" {
+        return Err(ApiError::Validation(format!(
+            "unknown model {model:?}; loaded models: [\"symbolic\"]"
+        )));
+    }
+    let threshold = req.threshold.unwrap_or(0.5);
+    if !(0.0..=1.0).contains(&threshold) {
+        return Err(ApiError::Validation(format!(
+            "threshold must be in [0, 1], got {threshold}"
+        )));
+    }
+    if req.items.len() > st.limits.max_batch {
+        return Err(ApiError::TooLarge(format!(
+            "batch of {} items exceeds max_batch {}",
+            req.items.len(),
+            st.limits.max_batch
+        )));
+    }
+    let _permit = st.inflight.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Overloaded(format!("{} requests in flight", st.limits.max_inflight))
+    })?;
+    let budget = st.limits.budget;
+    // Parse and size-check each item; a bad one becomes its own error.
+    let parsed: Vec<Result<(Option<Value>, Vec<String>, String), JudgeItemError>> = req
+        .items
+        .into_iter()
+        .map(|v| {
+            let id = v.get("id").cloned();
+            let err = |e: ApiError| JudgeItemError {
+                id: id.clone(),
+                error: e.body(),
+            };
+            let it: JudgeItem =
+                serde_json::from_value(v).map_err(|e| err(ApiError::Validation(e.to_string())))?;
+            let steps = match (it.steps, it.solution) {
+                (Some(s), None) => s,
+                (None, Some(sol)) => split_solution(&sol),
+                _ => {
+                    return Err(err(ApiError::Validation(
+                        "give exactly one of `steps` or `solution`".into(),
+                    )));
+                }
+            };
+            let size = it.problem.len() + steps.iter().map(String::len).sum::<usize>();
+            if size > budget.max_solution_len {
+                return Err(err(ApiError::TooLarge(format!(
+                    "item of {size} bytes exceeds max_solution_len {}",
+                    budget.max_solution_len
+                ))));
+            }
+            if steps.len() > MAX_STEPS {
+                return Err(err(ApiError::TooLarge(format!(
+                    "{} steps exceed the limit of {MAX_STEPS}",
+                    steps.len()
+                ))));
+            }
+            let key = crate::store::cache_key(&json!([
+                "judge",
+                model,
+                SYMBOLIC_ENGINE,
+                it.problem,
+                steps,
+                threshold,
+                budget
+            ]));
+            Ok((it.id, steps, key))
+        })
+        .collect();
+    let keys: Vec<String> = parsed
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|x| x.2.clone()))
+        .collect();
+    let cached = work::cache_lookup(&st, &keys).await;
+    let todo: Vec<(usize, Vec<String>)> = parsed
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let (_, steps, key) = r.as_ref().ok()?;
+            (!cached.contains_key(key)).then(|| (i, steps.clone()))
+        })
+        .collect();
+    let deadline = req
+        .timeout_ms
+        .unwrap_or(st.limits.request_timeout_ms)
+        .min(st.limits.request_timeout_ms)
+        .max(1);
+    let computed = work::on_workers(
+        todo,
+        move |(i, steps)| {
+            let v = judge_steps(&steps, threshold, &budget);
+            let first = first_wrong(&v);
+            let steps: Vec<StepResult> = v
+                .into_iter()
+                .enumerate()
+                .map(|(index, s)| StepResult {
+                    index,
+                    score: s.score,
+                    label: s.label,
+                    symbolic: s.symbolic,
+                })
+                .collect();
+            let scores: Vec<f64> = steps.iter().map(|s| s.score).collect();
+            (
+                i,
+                JudgeResult {
+                    id: None,
+                    aggregate: aggregate(&scores),
+                    steps,
+                    first_wrong_step: first,
+                    cached: false,
+                },
+            )
+        },
+        deadline,
+    )
+    .await?;
+    let mut fresh: std::collections::HashMap<usize, JudgeResult> = computed.into_iter().collect();
+    let mut to_store = Vec::new();
+    let mut items = Vec::with_capacity(parsed.len());
+    for (i, r) in parsed.into_iter().enumerate() {
+        let v = match r {
+            Err(e) => serde_json::to_value(e),
+            Ok((id, _, key)) => {
+                let res = match fresh.remove(&i) {
+                    Some(res) => {
+                        Metrics::add(&st.metrics.cache_misses, 1);
+                        if let Ok(body) = serde_json::to_string(&res) {
+                            to_store.push((key, body));
+                        }
+                        res
+                    }
+                    None => {
+                        let body = cached
+                            .get(&key)
+                            .ok_or_else(|| ApiError::Internal("judgement missing".into()))?;
+                        Metrics::add(&st.metrics.cache_hits, 1);
+                        let mut res: JudgeResult = serde_json::from_str(body)
+                            .map_err(|e| ApiError::Internal(e.to_string()))?;
+                        res.cached = true;
+                        res
+                    }
+                };
+                serde_json::to_value(JudgeResult { id, ..res })
+            }
+        };
+        items.push(v.map_err(|e| ApiError::Internal(e.to_string()))?);
+    }
+    work::cache_store(&st, "judge", SYMBOLIC_ENGINE, &to_store).await;
+    Ok(Json(JudgeResponse { model, items }))
+}

@@ -1,0 +1,123 @@
+//! What the verify and judge handlers share: guarded cache reads and writes, and running
+//! CPU-bound work on the blocking pool with a deadline and cancellation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::AppState;
+use super::error::ApiError;
+use super::metrics::Metrics;
+
+/// Run a cache operation with a 2 s bound; a failure or timeout is logged and counted, and
+/// the request goes on without the cache.
+async fn guarded<T>(
+    m: &Metrics,
+    what: &str,
+    op: impl std::future::Future<Output = Result<T, crate::store::StoreError>>,
+) -> Option<T> {
+    match tokio::time::timeout(Duration::from_secs(2), op).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "{what} failed; serving without the cache");
+            Metrics::add(&m.store_errors, 1);
+            None
+        }
+        Err(_) => {
+            tracing::warn!("{what} timed out; serving without the cache");
+            Metrics::add(&m.store_errors, 1);
+            None
+        }
+    }
+}
+
+/// Cached bodies for `keys` (empty when there is no store or it is down).
+pub async fn cache_lookup(st: &AppState, keys: &[String]) -> HashMap<String, String> {
+    match &st.store {
+        Some(store) if !keys.is_empty() => {
+            guarded(&st.metrics, "cache lookup", store.get_many(keys))
+                .await
+                .unwrap_or_default()
+        }
+        _ => HashMap::new(),
+    }
+}
+
+/// Write fresh results to the cache (best effort).
+pub async fn cache_store(st: &AppState, kind: &str, engine: &str, rows: &[(String, String)]) {
+    if let Some(store) = &st.store
+        && !rows.is_empty()
+    {
+        guarded(
+            &st.metrics,
+            "cache write",
+            store.put_many(kind, engine, rows),
+        )
+        .await;
+    }
+}
+
+/// Sets the flag when dropped, so abandoned requests stop their remaining work.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Run `f` over `jobs` on the blocking pool, split across cores, results in job order.
+/// Past `deadline_ms` the request fails with 504 and the remaining jobs are skipped; if the
+/// client goes away, axum drops this future and the remaining jobs are skipped too.
+pub async fn on_workers<J, O, F>(jobs: Vec<J>, f: F, deadline_ms: u64) -> Result<Vec<O>, ApiError>
+where
+    J: Send + 'static,
+    O: Send + 'static,
+    F: Fn(J) -> O + Send + Sync + 'static,
+{
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = CancelOnDrop(cancel.clone());
+    let n = jobs.len();
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(n.max(1));
+    let chunk = n.div_ceil(workers).max(1);
+    let f = Arc::new(f);
+    let mut handles = Vec::new();
+    let mut jobs = jobs.into_iter();
+    loop {
+        let part: Vec<J> = jobs.by_ref().take(chunk).collect();
+        if part.is_empty() {
+            break;
+        }
+        let (cancel, f) = (cancel.clone(), f.clone());
+        handles.push(tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(part.len());
+            for j in part {
+                if cancel.load(Ordering::Relaxed) {
+                    break;
+                }
+                out.push(f(j));
+            }
+            out
+        }));
+    }
+    let all = async {
+        let mut out = Vec::with_capacity(n);
+        for h in handles {
+            out.extend(h.await?);
+        }
+        Ok::<_, tokio::task::JoinError>(out)
+    };
+    match tokio::time::timeout(Duration::from_millis(deadline_ms), all).await {
+        Ok(Ok(v)) if v.len() == n => Ok(v),
+        Ok(Ok(_)) => Err(ApiError::Timeout(deadline_ms)),
+        Ok(Err(e)) => Err(ApiError::Internal(format!("worker failed: {e}"))),
+        Err(_) => {
+            cancel.store(true, Ordering::Relaxed);
+            Err(ApiError::Timeout(deadline_ms))
+        }
+    }
+}
