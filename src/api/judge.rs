@@ -117,6 +117,9 @@ pub async fn models() -> Json<Vec<ModelInfo>> {
     }])
 }
 
+/// A parsed item: its id, its steps and its cache key.
+type Parsed = (Option<Value>, Vec<String>, String);
+
 fn aggregate(scores: &[f64]) -> Aggregate {
     if scores.is_empty() {
         return Aggregate {
@@ -177,7 +180,7 @@ pub async fn judge(
     })?;
     let budget = st.limits.budget;
     // Parse and size-check each item; a bad one becomes its own error.
-    let parsed: Vec<Result<(Option<Value>, Vec<String>, String), JudgeItemError>> = req
+    let parsed: Vec<Result<Parsed, JudgeItemError>> = req
         .items
         .into_iter()
         .map(|v| {
