@@ -98,6 +98,8 @@ fn radicals_constants_and_expressions() {
             ("1-\\frac{1}{e}", "1+\\frac{1}{e}", false),
             ("(a+5)(b+2)", "(+5)(b+2)", false),
             ("x+2n+1", "x+1", false),
+            ("ab^2", "a \\cdot b^2", true),
+            ("ab^2", "(ab)^2", false),
         ],
         Mode::Answer,
     );

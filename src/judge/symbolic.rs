@@ -8,6 +8,10 @@
 //! in a sentence that signals a hypothetical or a rejected equation ("not", "?", "wrong") are
 //! never refuted. A step is **verified** when it has at least one claim and all hold.
 
+use std::sync::LazyLock;
+
+use regex::Regex;
+
 use super::{Status, SymbolicCheck};
 use crate::outcome::budget::{Budget, Meter};
 use crate::outcome::eval::{self, Val};
@@ -23,6 +27,9 @@ struct Claim {
     op: RelOp,
     /// Claims in a sentence with a negation cue are never refuted.
     guarded: bool,
+    /// Both members are links inside a chain (`x = A = B`: `A = B`), so with variables they
+    /// assert an identity rather than pose an equation.
+    identity: bool,
 }
 
 enum Decision {
@@ -193,7 +200,8 @@ fn tex_claims(p: &MathPiece) -> Vec<Claim> {
             continue;
         }
         // A line that starts with a relation continues the previous line's chain.
-        if members[0].trim().is_empty() {
+        let continued = members[0].trim().is_empty();
+        if continued {
             match &prev_last {
                 Some(p) => members[0] = p.clone(),
                 None => {
@@ -203,11 +211,13 @@ fn tex_claims(p: &MathPiece) -> Vec<Claim> {
             }
         }
         for (k, op) in ops.iter().enumerate() {
+            let identity = *op == RelOp::Eq && (continued || (k >= 1 && members.len() >= 3));
             out.push(Claim {
                 lhs: members[k].clone(),
                 rhs: members[k + 1].clone(),
                 op: *op,
                 guarded: g,
+                identity,
             });
         }
         prev_last = members.last().cloned();
@@ -306,6 +316,7 @@ fn plain_claims(p: &MathPiece) -> Vec<Claim> {
             rhs: members[k + 1].clone(),
             op: *op,
             guarded: g,
+            identity: false,
         })
         .collect()
 }
@@ -356,14 +367,20 @@ fn strip_words(s: &str) -> Option<String> {
 
 /// A closed-form member: parsed, no free symbols, no words.
 fn closed(s: &str, meter: &mut Meter) -> Option<Expr> {
+    let e = algebraic(s, meter)?;
+    let mut syms = Vec::new();
+    e.symbols(&mut syms);
+    syms.is_empty().then_some(e)
+}
+
+/// A member that is a plain expression (free variables allowed), with no words or structures.
+fn algebraic(s: &str, meter: &mut Meter) -> Option<Expr> {
     let t = strip_words(s)?;
     if t.is_empty() || t.len() > meter.budget.max_answer_len || t.contains("\\boxed") {
         return None;
     }
     let e = latex::parse(&t, meter).ok()?;
-    let mut syms = Vec::new();
-    e.symbols(&mut syms);
-    let mut bad = !syms.is_empty();
+    let mut bad = false;
     e.walk(&mut |x| {
         bad |= matches!(x, Expr::WithUnit(_, u) if u.dim != [0; 6]);
         // In working, a bare `e` or `i` is as often a variable (a digit, an index) as a constant.
@@ -399,12 +416,73 @@ fn stated_unit(e: &Expr) -> Option<f64> {
     }
 }
 
+/// `A = B` inside a chain, both with the same variables: an identity, tested exactly at
+/// rational points. Refuted only when both sides evaluate exactly and differ at two points
+/// while agreeing at none.
+fn decide_identity(c: &Claim, meter: &mut Meter) -> Decision {
+    // `f(g^{-1}(x))`, `p(2)`: a function name applied, not a product.
+    if FUNCTION_CALL.is_match(&c.lhs) || FUNCTION_CALL.is_match(&c.rhs) {
+        return Decision::Unknown;
+    }
+    let (Some(a), Some(b)) = (algebraic(&c.lhs, meter), algebraic(&c.rhs, meter)) else {
+        return Decision::Unknown;
+    };
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    a.symbols(&mut sa);
+    b.symbols(&mut sb);
+    if sa.is_empty() || sa != sb || sa.len() > 6 {
+        return Decision::Unknown;
+    }
+    const PTS: [(i64, i64); 6] = [(2, 3), (-5, 7), (11, 5), (7, 2), (-13, 11), (17, 9)];
+    let (mut same, mut differ) = (0, 0);
+    for t in 0..PTS.len() {
+        let env: Vec<(String, Val)> = sa
+            .iter()
+            .enumerate()
+            .map(|(j, s)| {
+                let (n, d) = PTS[(t + 2 * j) % PTS.len()];
+                (s.clone(), Val::real(eval::rat(n + j as i64, d)))
+            })
+            .collect();
+        match (eval::eval(&a, &env, meter), eval::eval(&b, &env, meter)) {
+            (Ok(x @ Val::Q(..)), Ok(y @ Val::Q(..))) => {
+                if x == y {
+                    same += 1
+                } else {
+                    differ += 1
+                }
+            }
+            (Ok(x), Ok(y)) if eval::same(&x, &y, 1e-9) == Some(true) => same += 1,
+            _ => {}
+        }
+    }
+    if differ >= 2 && same == 0 {
+        Decision::Refuted(format!(
+            "`{} = {}` is not an identity: the sides differ at exact test points",
+            c.lhs.trim(),
+            c.rhs.trim()
+        ))
+    } else if same >= 3 && differ == 0 {
+        Decision::Holds
+    } else {
+        Decision::Unknown
+    }
+}
+
+static FUNCTION_CALL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:^|[^A-Za-z\\])[fghpqFGHPQT](?:\^\{?-1\}?)?\s*(?:\\left)?\(").unwrap()
+});
+
 fn decide(c: &Claim, meter: &mut Meter) -> Decision {
     if c.op == RelOp::Ne || c.op == RelOp::In {
         return Decision::Unknown;
     }
     let (Some(a), Some(b)) = (closed(&c.lhs, meter), closed(&c.rhs, meter)) else {
-        return Decision::Unknown;
+        return if c.identity {
+            decide_identity(c, meter)
+        } else {
+            Decision::Unknown
+        };
     };
     let (Ok(va), Ok(vb)) = (eval::eval(&a, &[], meter), eval::eval(&b, &[], meter)) else {
         return Decision::Unknown;
@@ -595,5 +673,28 @@ mod tests {
         assert_eq!(status("20% of 50 = 10 apples."), Status::Unknown);
         assert_eq!(status("He has 5 apples + 3 = 8 more."), Status::Unknown);
         assert_eq!(status("$129 \\equiv -3 \\pmod{11}$"), Status::Unknown);
+        // A substitution is not an identity: `3x + 2 = 3(4) + 2` has different variables.
+        assert_eq!(status("$y = 3x + 2 = 3(4) + 2 = 14$"), Status::Verified);
+        assert_eq!(status("$f(g^{-1}(5)) = f(2) = 7$"), Status::Unknown);
+    }
+
+    #[test]
+    fn identities_inside_chains() {
+        assert_eq!(
+            status("\\[ E = (t+2)(t-1) = t^2 + t - 2 \\]"),
+            Status::Verified
+        );
+        assert_eq!(
+            status("\\[ E = (t+2)(t-1) = t^2 - t - 2 \\]"),
+            Status::Refuted
+        );
+        assert_eq!(
+            status("\\[ a(a^2 - b + ab^2) = a^3 - ab + a^2b^2 \\]"),
+            Status::Unknown
+        );
+        assert_eq!(
+            status("\\[ x = a(a + b) \\\\ &= a^2 + ab \\]"),
+            Status::Verified
+        );
     }
 }

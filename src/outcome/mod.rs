@@ -27,7 +27,7 @@ pub use equiv::Options;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a change can alter a verdict; part of every cache key.
-pub const ENGINE_VERSION: &str = "outcome-2";
+pub const ENGINE_VERSION: &str = "outcome-3";
 
 /// How to read the candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]

@@ -129,7 +129,12 @@ impl Parser<'_> {
             "pi" => Expr::Const(Const::Pi),
             "inf" | "infinity" | "infty" => Expr::Const(Const::Inf),
             _ if w.len() == 1 => letter(&w),
-            _ if w.len() == 2 => Expr::Mul(w.chars().map(|c| letter(&c.to_string())).collect()),
+            // `ab^2` is a * b^2: read one letter, push the other back as the next factor.
+            _ if w.len() == 2 => {
+                self.toks
+                    .insert(self.pos, (Tok::Word(w[1..].to_string()), false));
+                letter(&w[..1])
+            }
             _ => match units::number_word(&lower) {
                 Some(n) => Expr::int(n),
                 None => Expr::Text(w),

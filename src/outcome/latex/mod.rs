@@ -493,9 +493,14 @@ impl Parser<'_> {
                 }
                 Some(Tok::Ch('\'')) => {
                     self.pos += 1;
-                    if let Expr::Sym(s) = &mut e {
-                        s.push('\'');
-                    }
+                    // `f'` is a name; `(x^2)'` is a derivative, which is not evaluated.
+                    e = match e {
+                        Expr::Sym(mut s) => {
+                            s.push('\'');
+                            Expr::Sym(s)
+                        }
+                        other => Expr::Func("derivative".into(), vec![other]),
+                    };
                 }
                 Some(Tok::Ch('_')) => {
                     self.pos += 1;
