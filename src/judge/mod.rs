@@ -2,6 +2,7 @@
 //! written inside each step with the outcome engine. PRM judges (candle models, recipes,
 //! batching on the device pool) join it here.
 
+mod claims;
 pub mod symbolic;
 
 use serde::{Deserialize, Serialize};

@@ -1,36 +1,27 @@
-//! The symbolic step judge: find the claims written in a step (`a = b = c` chains in math
-//! spans and in plain text, `\approx`, `<`, `\le`) and decide each closed-form one with the
+//! The symbolic step judge: decide the claims found in a step ([`super::claims`]) with the
 //! outcome engine's exact arithmetic.
 //!
-//! A claim is **refuted** only when it is false beyond any rounding the step states (a
-//! decimal with k places is allowed an error of one unit in the k-th place, truncation
-//! included; an integer may be a rounded non-integer). Claims with free variables, words, or
-//! in a sentence that signals a hypothetical or a rejected equation ("not", "?", "wrong") are
-//! never refuted. A step is **verified** when it has at least one claim and all hold.
+//! A closed-form claim is **refuted** only when it is false beyond any rounding the step
+//! states (a decimal with k places may be off by one unit in its k-th place, truncation
+//! included; an integer may be a rounded non-integer). A claim with variables is judged only
+//! as a link inside a chain (`E = A = B`: `A = B`, both sides with the same variables), where
+//! it asserts an identity; it is refuted only when both sides evaluate exactly and differ at
+//! two rational points while agreeing at none. Claims with words, substitutions (different
+//! variables on each side), function applications (`f(2)`), or in a sentence that doubts them
+//! ("not", "?", "suppose") are never refuted. A step is **verified** when it has at least one
+//! claim and all hold.
 
 use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::claims::{Claim, plain_claims, tex_claims};
 use super::{Status, SymbolicCheck};
 use crate::outcome::budget::{Budget, Meter};
 use crate::outcome::eval::{self, Val};
 use crate::outcome::expr::{Const, Expr, RelOp};
 use crate::outcome::{latex, units};
-use crate::steps::{MathPiece, locate, plain_chains};
-
-/// One relation between two members of a chain, as written.
-#[derive(Debug, Clone)]
-struct Claim {
-    lhs: String,
-    rhs: String,
-    op: RelOp,
-    /// Claims in a sentence with a negation cue are never refuted.
-    guarded: bool,
-    /// Both members are links inside a chain (`x = A = B`: `A = B`), so with variables they
-    /// assert an identity rather than pose an equation.
-    identity: bool,
-}
+use crate::steps::{locate, plain_chains};
 
 enum Decision {
     Holds,
@@ -83,242 +74,6 @@ pub fn check_step(step: &str, budget: &Budget) -> SymbolicCheck {
             detail: "no closed-form claim to check".into(),
         }
     }
-}
-
-/// Words that make a sentence's equations not plain assertions.
-fn guarded(sentence: &str) -> bool {
-    let s = sentence.to_lowercase();
-    const CUES: &[&str] = &[
-        "not ",
-        "n't",
-        "\\neq",
-        "\\ne ",
-        "≠",
-        "?",
-        "false",
-        "incorrect",
-        "wrong",
-        "mistake",
-        "contradict",
-        "impossible",
-        "invalid",
-        "error",
-        "instead",
-        "suppose",
-        "assume",
-        "if we",
-        "would",
-        "should be",
-        "correct",
-        "recheck",
-        "re-evaluat",
-        "reconsider",
-        "typo",
-        "actually",
-    ];
-    CUES.iter().any(|c| s.contains(c))
-}
-
-const RELS: &[(&str, RelOp)] = &[
-    ("\\approx", RelOp::Approx),
-    ("\\leq", RelOp::Le),
-    ("\\geq", RelOp::Ge),
-    ("\\le", RelOp::Le),
-    ("\\ge", RelOp::Ge),
-    ("\\neq", RelOp::Ne),
-    ("\\ne", RelOp::Ne),
-    ("≈", RelOp::Approx),
-    ("=", RelOp::Eq),
-    ("<", RelOp::Lt),
-    (">", RelOp::Gt),
-];
-
-/// Split `text` at relations outside brackets: members and the relations between them.
-fn split_chain(text: &str) -> (Vec<String>, Vec<RelOp>) {
-    let b = text.as_bytes();
-    let mut members = Vec::new();
-    let mut ops = Vec::new();
-    let mut depth = 0i32;
-    let mut start = 0;
-    let mut i = 0;
-    'scan: while i < b.len() {
-        match b[i] {
-            b'{' | b'(' | b'[' => depth += 1,
-            b'}' | b')' | b']' => depth -= 1,
-            _ => {}
-        }
-        if depth == 0 {
-            for (tok, op) in RELS {
-                if text[i..].starts_with(tok)
-                    && !(tok.starts_with('\\')
-                        && text[i + tok.len()..].starts_with(|c: char| c.is_ascii_alphabetic()))
-                {
-                    members.push(text[start..i].to_string());
-                    ops.push(*op);
-                    i += tok.len();
-                    start = i;
-                    continue 'scan;
-                }
-            }
-        }
-        i += text[i..].chars().next().map(char::len_utf8).unwrap_or(1);
-    }
-    members.push(text[start..].to_string());
-    (members, ops)
-}
-
-/// Claims in a math span: align environments are flattened, `&= ...` lines continue the
-/// chain above them.
-fn tex_claims(p: &MathPiece) -> Vec<Claim> {
-    let g = guarded(&p.sentence);
-    if p.text.contains("\\pmod") || p.text.contains("\\mod") || p.text.contains("\\equiv") {
-        return vec![];
-    }
-    let mut text = p.text.clone();
-    for env in [
-        "align*",
-        "align",
-        "aligned",
-        "eqnarray*",
-        "eqnarray",
-        "gather*",
-        "gather",
-        "split",
-        "cases",
-    ] {
-        text = text
-            .replace(&format!("\\begin{{{env}}}"), " ")
-            .replace(&format!("\\end{{{env}}}"), " ");
-    }
-    let mut out = Vec::new();
-    let mut prev_last: Option<String> = None;
-    for line in text.split("\\\\") {
-        let line = line.replace('&', " ");
-        let (mut members, ops) = split_chain(&line);
-        if ops.is_empty() {
-            prev_last = Some(members.pop().unwrap_or_default());
-            continue;
-        }
-        // A line that starts with a relation continues the previous line's chain.
-        let continued = members[0].trim().is_empty();
-        if continued {
-            match &prev_last {
-                Some(p) => members[0] = p.clone(),
-                None => {
-                    prev_last = members.last().cloned();
-                    continue;
-                }
-            }
-        }
-        for (k, op) in ops.iter().enumerate() {
-            let identity = *op == RelOp::Eq && (continued || (k >= 1 && members.len() >= 3));
-            out.push(Claim {
-                lhs: members[k].clone(),
-                rhs: members[k + 1].clone(),
-                op: *op,
-                guarded: g,
-                identity,
-            });
-        }
-        prev_last = members.last().cloned();
-    }
-    out
-}
-
-/// Words before a plain-text run that make its first number part of a larger expression.
-const BEFORE_DENY: &[&str] = &[
-    "of",
-    "times",
-    "by",
-    "plus",
-    "minus",
-    "per",
-    "over",
-    "from",
-    "than",
-    "each",
-    "every",
-    "and",
-    "to",
-    "with",
-    "into",
-    "x",
-    "multiplied",
-    "divided",
-    "add",
-    "subtract",
-    "remaining",
-    "extra",
-];
-/// Words after a run that make its last number part of a larger expression.
-const AFTER_DENY: &[&str] = &[
-    "more",
-    "less",
-    "times",
-    "of",
-    "percent",
-    "remainder",
-    "with",
-    "r",
-    "fewer",
-    "greater",
-    "x",
-    "to",
-    "per",
-    "plus",
-    "minus",
-    "divided",
-    "multiplied",
-    "squared",
-    "cubed",
-    "dozen",
-    "hundred",
-    "thousand",
-    "million",
-    "billion",
-    "and",
-];
-
-/// Claims in a plain-text run like `48/2 = 24`.
-fn plain_claims(p: &MathPiece) -> Vec<Claim> {
-    let g = guarded(&p.sentence);
-    if p.glued {
-        return vec![];
-    }
-    let (mut members, mut ops) = split_chain(&p.text);
-    if ops.is_empty() {
-        return vec![];
-    }
-    let bw = p.before.to_lowercase();
-    let bw = bw.trim_matches(|c: char| !c.is_alphanumeric());
-    let aw = p.after.to_lowercase();
-    let aw = aw.trim_matches(|c: char| !c.is_alphanumeric());
-    // `apples - 5 = ...`: after a word, even `-` is a binary operator of a larger expression.
-    let after_word = bw.chars().any(|c| c.is_alphabetic());
-    let starts_binary = members[0]
-        .trim_start()
-        .starts_with(['+', '*', '/', '×', '÷', '^'])
-        || (after_word && members[0].trim_start().starts_with('-'));
-    if starts_binary || BEFORE_DENY.contains(&bw) || members[0].trim().is_empty() {
-        members.remove(0);
-        ops.remove(0);
-    }
-    if !ops.is_empty()
-        && (AFTER_DENY.contains(&aw) || members.last().is_some_and(|m| m.trim().is_empty()))
-    {
-        members.pop();
-        ops.pop();
-    }
-    ops.iter()
-        .enumerate()
-        .map(|(k, op)| Claim {
-            lhs: members[k].clone(),
-            rhs: members[k + 1].clone(),
-            op: *op,
-            guarded: g,
-            identity: false,
-        })
-        .collect()
 }
 
 /// `\text{ books}`-style count words are dropped from a member; a member with any other
