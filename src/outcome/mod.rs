@@ -27,7 +27,7 @@ pub use equiv::Options;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a change can alter a verdict; part of every cache key.
-pub const ENGINE_VERSION: &str = "outcome-3";
+pub const ENGINE_VERSION: &str = "outcome-4";
 
 /// How to read the candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -70,6 +70,10 @@ fn verdict(eq: bool, extracted: Option<String>, tag: &str, message: impl Into<St
     }
 }
 
+static REMARK: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"\\(?:text|textnormal|mbox)\{\s*\([^{}()]*[a-z]{3}[^{}()]*\)\s*\}").unwrap()
+});
+
 /// `\\frac` written with a doubled backslash (an escaping accident) is `\frac`.
 fn undouble(s: &str) -> String {
     let b = s.as_bytes();
@@ -93,10 +97,20 @@ fn undouble(s: &str) -> String {
 
 fn clean_answer(s: &str) -> String {
     let s = undouble(s).replace("\\\"", " ");
+    // `x = 2 \text{ (double root)}`: a parenthesised remark is not part of the answer.
+    let s = REMARK.replace_all(&s, " ");
     let mut t = s.trim();
     loop {
         let before = t;
         t = t.trim_end_matches(['.', ',', ';', ' ', '\n']).trim();
+        // `\boxed{\approx 3.14}`, `= 5`: a leading relation only introduces the value.
+        for lead in ["\\approx", "≈", "="] {
+            if let Some(rest) = t.strip_prefix(lead)
+                && !rest.starts_with(|c: char| c.is_ascii_alphabetic())
+            {
+                t = rest.trim();
+            }
+        }
         t = t
             .strip_prefix("**")
             .and_then(|x| x.strip_suffix("**"))
@@ -118,7 +132,7 @@ fn clean_answer(s: &str) -> String {
     if let Some(inner) = t.strip_prefix("\\boxed{").and_then(|x| x.strip_suffix('}'))
         && inner.matches('{').count() == inner.matches('}').count()
     {
-        return inner.trim().to_string();
+        return clean_answer(inner);
     }
     t.to_string()
 }
@@ -146,6 +160,10 @@ fn readings(text: &str, meter: &mut Meter) -> Result<Vec<Answer>, BudgetError> {
     let mut out = Vec::new();
     if let Some(a) = answer::from_words(&t) {
         out.push(a);
+    }
+    // Plain words (`no`, `Even`) are also read as text, so `\text{No}` matches `no`.
+    if t.len() >= 2 && t.chars().all(|c| c.is_ascii_alphabetic() || c == ' ') {
+        out.push(Answer::Text(answer::plain_words(&t)));
     }
     let parse_one =
         |s: &str, meter: &mut Meter, out: &mut Vec<Answer>| -> Result<bool, BudgetError> {
@@ -219,7 +237,15 @@ fn choice_prefix(t: &str) -> Option<(char, String)> {
     let c = cs.next()?;
     let rest: String = cs.collect();
     if ('A'..='E').contains(&c) && rest.starts_with(')') && rest.len() > 1 {
-        let rest = rest[1..].trim_start().trim_start_matches('}').to_string();
+        let rest = rest[1..]
+            .trim_start()
+            .trim_start_matches('}')
+            .trim()
+            .to_string();
+        // `(C) + 1` is arithmetic on a letter, not a labelled choice.
+        if rest.is_empty() || rest.starts_with(['+', '-', '*', '/', '^', '=']) {
+            return None;
+        }
         Some((c, rest))
     } else {
         None
