@@ -132,7 +132,7 @@ pub async fn verify(
                 })
             })
             .collect();
-        let results = judge(&st, parsed, default_opts).await?;
+        let results = verify_items(&st, parsed, default_opts).await?;
         let items = results.into_iter().map(|r| match r {
             Ok(v) => BatchItem::Ok(v),
             Err(e) => BatchItem::Err(e),
@@ -146,7 +146,7 @@ pub async fn verify(
     }
     let item: VerifyItem = parse_json(&body)?;
     let opts = st.limits.options;
-    let mut out = judge(&st, vec![Ok(item)], opts).await?;
+    let mut out = verify_items(&st, vec![Ok(item)], opts).await?;
     match out.pop() {
         Some(Ok(v)) => Ok(Json(
             serde_json::to_value(v).map_err(|e| ApiError::Internal(e.to_string()))?,
@@ -160,7 +160,7 @@ pub async fn verify(
 }
 
 /// Judge parsed items: cache lookups, computation of misses, cache writes.
-async fn judge(
+async fn verify_items(
     st: &Arc<AppState>,
     items: Vec<Result<VerifyItem, ItemError>>,
     default_opts: Options,
