@@ -18,7 +18,7 @@ use crate::judge::{SymbolicCheck, first_wrong, judge_steps};
 use crate::steps::split_solution;
 
 /// Bumped whenever a change can alter a symbolic verdict; part of the cache key.
-pub const SYMBOLIC_ENGINE: &str = "symbolic-2";
+pub const SYMBOLIC_ENGINE: &str = "symbolic-3";
 /// Most steps one item may have.
 pub const MAX_STEPS: usize = 512;
 

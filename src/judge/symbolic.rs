@@ -38,7 +38,9 @@ pub fn check_step(step: &str, budget: &Budget) -> SymbolicCheck {
             detail: "step over the length budget".into(),
         };
     }
-    let (pieces, plain) = locate(step);
+    // `25% of 80 = 20`: "of" after a percent is a product.
+    let step = PERCENT_OF.replace_all(step, "${p} * ");
+    let (pieces, plain) = locate(&step);
     let mut claims = Vec::new();
     for p in &pieces {
         claims.extend(tex_claims(p));
@@ -223,6 +225,9 @@ fn decide_identity(c: &Claim, meter: &mut Meter) -> Decision {
         Decision::Unknown
     }
 }
+
+static PERCENT_OF: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?P<p>\\?%)\s*(?:\\text\{\s*of\s*\}|of)\s+").unwrap());
 
 static FUNCTION_CALL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?:^|[^A-Za-z\\])[fghpqFGHPQT](?:\^\{?-1\}?)?\s*(?:\\left)?\(").unwrap()
@@ -425,7 +430,12 @@ mod tests {
             status("194 ÷ 11 = 17 with a remainder of 9."),
             Status::Unknown
         );
-        assert_eq!(status("20% of 50 = 10 apples."), Status::Unknown);
+        assert_eq!(status("20% of 50 = 10 apples."), Status::Verified);
+        assert_eq!(status("20% of 50 = 12 apples."), Status::Refuted);
+        assert_eq!(
+            status("Then $25\\% \\text{ of } 80 = 20$."),
+            Status::Verified
+        );
         assert_eq!(status("He has 5 apples + 3 = 8 more."), Status::Unknown);
         assert_eq!(status("$129 \\equiv -3 \\pmod{11}$"), Status::Unknown);
         // A substitution is not an identity: `3x + 2 = 3(4) + 2` has different variables.
