@@ -13,7 +13,6 @@ use serde_json::Value;
 use super::error::{ApiError, ErrorBody, parse_json};
 use super::metrics::Metrics;
 use super::{AppState, work};
-use crate::cli::verify_key;
 use crate::outcome::{self, Mode, Options, Reason, Verdict};
 
 /// One reference/candidate pair.
@@ -184,7 +183,13 @@ async fn verify_items(
                 });
             }
             let opts = it.options.unwrap_or(default_opts);
-            let key = verify_key(&it.reference, &it.candidate, it.mode, &opts, &budget);
+            let key = crate::store::cache_key(&outcome::key_material(
+                &it.reference,
+                &it.candidate,
+                it.mode,
+                &opts,
+                &budget,
+            ));
             Ok((it, opts, key))
         })
         .collect();

@@ -1,14 +1,15 @@
 //! `stepkto judge` and `stepkto eval {processbench, flawed-steps}`: the step judges over
 //! JSONL files, and the two evaluations the Step-KTO paper reports.
 
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::Write;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::CliError;
+use super::{CliError, output, read_lines, write_line};
 use crate::config::{EvalCommand, FlawedStepsArgs, JudgeArgs, ProcessBenchArgs};
 use crate::judge::{first_wrong, judge_steps};
+use crate::outcome::Budget;
 use crate::steps::split_solution;
 
 #[derive(Debug, Deserialize)]
@@ -32,58 +33,38 @@ fn check_model(model: &str) -> Result<(), CliError> {
     }
 }
 
-fn read_lines(path: &std::path::Path) -> Result<Vec<String>, CliError> {
-    let f = std::fs::File::open(path).map_err(|e| CliError::Read {
-        path: path.display().to_string(),
-        source: e,
-    })?;
-    BufReader::new(f)
-        .lines()
-        .collect::<Result<_, _>>()
-        .map_err(|e| CliError::Read {
-            path: path.display().to_string(),
-            source: e,
-        })
-}
-
 /// `stepkto judge`.
 pub fn judge(args: &JudgeArgs) -> Result<(), CliError> {
     check_model(&args.model)?;
     let budget = args.budget.to_budget()?;
-    let lines = read_lines(&args.input)?;
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(BufWriter::new(std::fs::File::create(p)?)),
-        None => Box::new(BufWriter::new(std::io::stdout().lock())),
-    };
-    for (n, line) in lines.iter().enumerate() {
-        let v = match serde_json::from_str::<JudgeLine>(line) {
-            Err(e) => json!({"error": format!("line {}: {e}", n + 1)}),
-            Ok(j) => {
-                let steps = match (j.steps, j.solution) {
-                    (Some(s), _) => s,
-                    (None, Some(sol)) => split_solution(&sol),
-                    (None, None) => {
-                        let v = json!({"id": j.id, "error": format!("line {}: needs `steps` or `solution`", n + 1)});
-                        serde_json::to_writer(&mut out, &v).map_err(std::io::Error::other)?;
-                        out.write_all(b"\n")?;
-                        continue;
-                    }
-                };
-                let verdicts = judge_steps(&steps, args.threshold, &budget);
-                let first = first_wrong(&verdicts);
-                let steps: Vec<Value> = verdicts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| json!({"index": i, "score": s.score, "label": s.label, "symbolic": s.symbolic}))
-                    .collect();
-                json!({"id": j.id, "steps": steps, "first_wrong_step": first})
-            }
-        };
-        serde_json::to_writer(&mut out, &v).map_err(std::io::Error::other)?;
-        out.write_all(b"\n")?;
+    let mut out = output(args.output.as_deref())?;
+    for (n, line) in read_lines(&args.input)?.iter().enumerate() {
+        write_line(&mut out, &judge_line(line, n + 1, args.threshold, &budget))?;
     }
     out.flush()?;
     Ok(())
+}
+
+/// One output line of `stepkto judge`: the judgement, or an error object for the line.
+fn judge_line(line: &str, n: usize, threshold: f64, budget: &Budget) -> Value {
+    let j = match serde_json::from_str::<JudgeLine>(line) {
+        Ok(j) => j,
+        Err(e) => return json!({"error": format!("line {n}: {e}")}),
+    };
+    let steps = match (j.steps, j.solution) {
+        (Some(s), _) => s,
+        (None, Some(sol)) => split_solution(&sol),
+        (None, None) => {
+            return json!({"id": j.id, "error": format!("line {n}: needs `steps` or `solution`")});
+        }
+    };
+    let verdicts = judge_steps(&steps, threshold, budget);
+    let steps: Vec<Value> = verdicts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| json!({"index": i, "score": s.score, "label": s.label, "symbolic": s.symbolic}))
+        .collect();
+    json!({"id": j.id, "steps": steps, "first_wrong_step": first_wrong(&verdicts)})
 }
 
 pub fn eval(cmd: &EvalCommand) -> Result<(), CliError> {

@@ -22,20 +22,6 @@ pub enum Source {
     Whole,
 }
 
-impl Source {
-    pub fn tag(self) -> &'static str {
-        match self {
-            Source::Boxed => "boxed",
-            Source::FinalAnswer => "final_answer",
-            Source::AnswerLine => "answer_line",
-            Source::Bold => "bold",
-            Source::MathSpan => "math_span",
-            Source::LastNumber => "last_number",
-            Source::Whole => "whole",
-        }
-    }
-}
-
 /// End-of-turn markers: anything after them is another turn, not this solution.
 const TURN_MARKERS: &[&str] = &[
     "<|im_start|>",

@@ -29,6 +29,26 @@ use serde::{Deserialize, Serialize};
 /// Bumped whenever a change can alter a verdict; part of every cache key.
 pub const ENGINE_VERSION: &str = "outcome-4";
 
+/// Everything that decides a verify verdict, in a canonical JSON form; the store hashes it
+/// into the cache key (DESIGN §3: kind, engine version, inputs, options, budget).
+pub fn key_material(
+    reference: &str,
+    candidate: &str,
+    mode: Mode,
+    options: &Options,
+    budget: &Budget,
+) -> serde_json::Value {
+    serde_json::json!([
+        "verify",
+        ENGINE_VERSION,
+        reference,
+        candidate,
+        mode,
+        options,
+        budget
+    ])
+}
+
 /// How to read the candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -237,17 +237,6 @@ impl Store {
         Ok(())
     }
 
-    /// Number of cached verdicts (for `/info` and tests).
-    pub async fn count(&self) -> Result<i64, StoreError> {
-        if !self.ready() {
-            return Err(StoreError::NotReady);
-        }
-        let row = sqlx::query("SELECT COUNT(*) FROM verdicts")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<i64, _>(0)?)
-    }
-
     pub async fn close(&self) {
         self.pool.close().await;
     }

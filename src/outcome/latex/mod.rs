@@ -229,30 +229,31 @@ impl Parser<'_> {
         })
     }
 
-    fn ratio(&mut self) -> Result<Expr, ParseError> {
-        let mut items = vec![self.union()?];
-        while self.is_ch(':') {
+    /// `item (op item)*` for a one-token operator; a single item is returned as it is.
+    fn chain(
+        &mut self,
+        item: fn(&mut Self) -> Result<Expr, ParseError>,
+        is_op: fn(&Self) -> bool,
+        wrap: fn(Vec<Expr>) -> Expr,
+    ) -> Result<Expr, ParseError> {
+        let mut items = vec![item(self)?];
+        while is_op(self) {
             self.pos += 1;
-            items.push(self.union()?);
+            items.push(item(self)?);
         }
         Ok(if items.len() == 1 {
             items.pop().unwrap()
         } else {
-            Expr::Ratio(items)
+            wrap(items)
         })
     }
 
+    fn ratio(&mut self) -> Result<Expr, ParseError> {
+        self.chain(Self::union, |p| p.is_ch(':'), Expr::Ratio)
+    }
+
     fn union(&mut self) -> Result<Expr, ParseError> {
-        let mut items = vec![self.sum()?];
-        while self.is_cmd("cup") || self.is_ch('U') {
-            self.pos += 1;
-            items.push(self.sum()?);
-        }
-        Ok(if items.len() == 1 {
-            items.pop().unwrap()
-        } else {
-            Expr::Union(items)
-        })
+        self.chain(Self::sum, |p| p.is_cmd("cup") || p.is_ch('U'), Expr::Union)
     }
 
     fn sum(&mut self) -> Result<Expr, ParseError> {
