@@ -1,9 +1,37 @@
-//! Stepwise judging. For now one judge, [`symbolic`]: it checks the arithmetic and algebra
-//! written inside each step with the outcome engine. PRM judges (candle models, recipes,
-//! batching on the device pool) join it here.
+//! Stepwise judging. Two kinds of judge: [`symbolic`] checks the arithmetic and algebra
+//! written inside each step with the outcome engine; PRMs ([`prm`]) are Hugging Face
+//! checkpoints run with candle ([`model`]), fed as their family's [`recipe`] says, and
+//! scheduled by a per-model [`batcher`] on a device from the pool.
 
+pub mod batcher;
 mod claims;
+pub mod model;
+pub mod prm;
+pub mod recipe;
 pub mod symbolic;
+
+/// What can go wrong loading or running a PRM; the API maps each variant to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeError {
+    /// The checkpoint cannot be loaded (missing file, unsupported architecture, bad recipe).
+    #[error("{0}")]
+    Load(String),
+    /// This input cannot be scored by this recipe.
+    #[error("{0}")]
+    Input(String),
+    /// More tokens than the model's context; inputs are never truncated.
+    #[error("input of {tokens} tokens exceeds the model context limit of {limit} tokens")]
+    TooLong { tokens: usize, limit: usize },
+    /// The model's queue is full.
+    #[error("{0}")]
+    Overloaded(String),
+    /// The request's deadline passed before its items were scored.
+    #[error("deadline of {0} ms exceeded")]
+    Timeout(u64),
+    /// The inference backend failed.
+    #[error("{0}")]
+    Backend(String),
+}
 
 use serde::{Deserialize, Serialize};
 

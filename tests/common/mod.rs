@@ -193,3 +193,4 @@ pub async fn get(addr: SocketAddr, path: &str) -> Resp {
 fn hyper_util_io(stream: TcpStream) -> hyper_util::rt::TokioIo<TcpStream> {
     hyper_util::rt::TokioIo::new(stream)
 }
+pub mod tiny;

@@ -1,0 +1,476 @@
+//! The decoder behind every PRM: the Llama / Mistral / Qwen2 family (RMSNorm, rotary
+//! positions, grouped-query attention, SwiGLU MLP), read from a Hugging Face `config.json` and
+//! safetensors with Hugging Face tensor names, plus the score heads.
+//!
+//! Why not candle-transformers' models: their Llama and Mistral forwards return only the last
+//! token's vocabulary logits, and a PRM reads a score at every step, so it needs the hidden
+//! states at chosen positions. One decoder covers the three families (they differ in biases,
+//! rotary scaling and the sliding window), built from candle-nn's fused inference ops.
+//!
+//! Batches are right-padded: with a causal mask a real token never sees the padding after
+//! it, so a padded row computes exactly what the item alone would.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Embedding, Linear, VarBuilder};
+use serde::Deserialize;
+
+use super::JudgeError;
+
+/// The subset of `config.json` the decoder needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelConfig {
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    pub max_position_embeddings: usize,
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Llama: bias on q, k, v and o.
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Mistral: each token sees at most this many previous positions.
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Qwen2 keeps `sliding_window` in its config but only uses it when this is true.
+    #[serde(default)]
+    pub use_sliding_window: bool,
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+}
+
+fn default_theta() -> f64 {
+    10000.0
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RopeScaling {
+    #[serde(alias = "type")]
+    pub rope_type: String,
+    #[serde(default)]
+    pub factor: Option<f64>,
+    #[serde(default)]
+    pub low_freq_factor: Option<f64>,
+    #[serde(default)]
+    pub high_freq_factor: Option<f64>,
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<usize>,
+}
+
+impl ModelConfig {
+    pub fn read(dir: &Path) -> Result<ModelConfig, JudgeError> {
+        let p = dir.join("config.json");
+        let s = std::fs::read_to_string(&p)
+            .map_err(|e| JudgeError::Load(format!("{}: {e}", p.display())))?;
+        let c: ModelConfig = serde_json::from_str(&s)
+            .map_err(|e| JudgeError::Load(format!("{}: {e}", p.display())))?;
+        if !matches!(c.model_type.as_str(), "llama" | "mistral" | "qwen2") {
+            return Err(JudgeError::Load(format!(
+                "model_type {:?} is not supported (llama, mistral, qwen2)",
+                c.model_type
+            )));
+        }
+        if let Some(act) = &c.hidden_act
+            && act != "silu"
+        {
+            return Err(JudgeError::Load(format!(
+                "hidden_act {act:?} is not supported (silu)"
+            )));
+        }
+        if !c.num_attention_heads.is_multiple_of(c.kv_heads()) {
+            return Err(JudgeError::Load(
+                "num_attention_heads must be a multiple of num_key_value_heads".into(),
+            ));
+        }
+        Ok(c)
+    }
+
+    fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// Bias on q/k/v (Qwen2 always; Llama when `attention_bias`), and on o (Llama only).
+    fn qkv_bias(&self) -> bool {
+        self.model_type == "qwen2" || self.attention_bias
+    }
+
+    fn window(&self) -> Option<usize> {
+        match self.model_type.as_str() {
+            "mistral" => self.sliding_window,
+            "qwen2" if self.use_sliding_window => self.sliding_window,
+            _ => None,
+        }
+    }
+
+    /// Inverse rotary frequencies, in f32 as Hugging Face computes them.
+    fn inv_freq(&self) -> Result<Vec<f32>, JudgeError> {
+        let d = self.head_dim();
+        let base: Vec<f32> = (0..d / 2)
+            .map(|i| (1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64)) as f32)
+            .collect();
+        let Some(s) = &self.rope_scaling else {
+            return Ok(base);
+        };
+        let factor = s.factor.unwrap_or(1.0);
+        match s.rope_type.as_str() {
+            "default" => Ok(base),
+            "linear" => Ok(base.iter().map(|f| (*f as f64 / factor) as f32).collect()),
+            "llama3" => {
+                let old = s.original_max_position_embeddings.unwrap_or(8192) as f64;
+                let (lo, hi) = (
+                    s.low_freq_factor.unwrap_or(1.0),
+                    s.high_freq_factor.unwrap_or(4.0),
+                );
+                let (lo_wave, hi_wave) = (old / lo, old / hi);
+                Ok(base
+                    .iter()
+                    .map(|&f| {
+                        let f = f as f64;
+                        let wave = 2.0 * std::f64::consts::PI / f;
+                        let v = if wave < hi_wave {
+                            f
+                        } else if wave > lo_wave {
+                            f / factor
+                        } else {
+                            let smooth = (old / wave - lo) / (hi - lo);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        };
+                        v as f32
+                    })
+                    .collect())
+            }
+            other => Err(JudgeError::Load(format!(
+                "rope_scaling type {other:?} is not supported (default, linear, llama3)"
+            ))),
+        }
+    }
+}
+
+fn ld(e: candle_core::Error) -> JudgeError {
+    JudgeError::Load(e.to_string())
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+struct Layer {
+    attn: Attention,
+    mlp: Mlp,
+    ln1: Tensor,
+    ln2: Tensor,
+}
+
+fn linear(
+    vb: &VarBuilder,
+    i: usize,
+    o: usize,
+    bias: bool,
+    name: &str,
+) -> candle_core::Result<Linear> {
+    let w = vb.get((o, i), &format!("{name}.weight"))?;
+    let b = if bias {
+        Some(vb.get(o, &format!("{name}.bias"))?)
+    } else {
+        None
+    };
+    Ok(Linear::new(w, b))
+}
+
+/// The decoder stack without any output head.
+pub struct Decoder {
+    embed: Embedding,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    eps: f32,
+    inv_freq: Vec<f32>,
+    window: Option<usize>,
+    device: Device,
+    pub config: ModelConfig,
+}
+
+impl Decoder {
+    /// `vb` is rooted at the base model (`model.`).
+    pub fn load(config: &ModelConfig, vb: VarBuilder) -> Result<Decoder, JudgeError> {
+        let c = config;
+        let (h, hd) = (c.hidden_size, c.head_dim());
+        let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
+        let embed = Embedding::new(
+            vb.get((c.vocab_size, h), "embed_tokens.weight")
+                .map_err(ld)?,
+            h,
+        );
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let l = vb.pp(format!("layers.{i}"));
+            let a = l.pp("self_attn");
+            let m = l.pp("mlp");
+            let qkv_b = c.qkv_bias();
+            layers.push(Layer {
+                attn: Attention {
+                    q: linear(&a, h, nh * hd, qkv_b, "q_proj").map_err(ld)?,
+                    k: linear(&a, h, nkv * hd, qkv_b, "k_proj").map_err(ld)?,
+                    v: linear(&a, h, nkv * hd, qkv_b, "v_proj").map_err(ld)?,
+                    o: linear(&a, nh * hd, h, c.attention_bias, "o_proj").map_err(ld)?,
+                    heads: nh,
+                    kv_heads: nkv,
+                    head_dim: hd,
+                },
+                mlp: Mlp {
+                    gate: linear(&m, h, c.intermediate_size, false, "gate_proj").map_err(ld)?,
+                    up: linear(&m, h, c.intermediate_size, false, "up_proj").map_err(ld)?,
+                    down: linear(&m, c.intermediate_size, h, false, "down_proj").map_err(ld)?,
+                },
+                ln1: l.get(h, "input_layernorm.weight").map_err(ld)?,
+                ln2: l.get(h, "post_attention_layernorm.weight").map_err(ld)?,
+            });
+        }
+        Ok(Decoder {
+            embed,
+            layers,
+            norm: vb.get(h, "norm.weight").map_err(ld)?,
+            eps: c.rms_norm_eps as f32,
+            inv_freq: c.inv_freq()?,
+            window: c.window(),
+            device: vb.device().clone(),
+            config: c.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Parameter count (embeddings included), for `/v1/models`.
+    pub fn params(&self) -> usize {
+        let lin = |l: &Linear| l.weight().elem_count() + l.bias().map_or(0, |b| b.elem_count());
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                let a = &l.attn;
+                lin(&a.q)
+                    + lin(&a.k)
+                    + lin(&a.v)
+                    + lin(&a.o)
+                    + lin(&l.mlp.gate)
+                    + lin(&l.mlp.up)
+                    + lin(&l.mlp.down)
+                    + l.ln1.elem_count()
+                    + l.ln2.elem_count()
+            })
+            .sum();
+        layers + self.embed.embeddings().elem_count() + self.norm.elem_count()
+    }
+
+    pub fn embeddings(&self) -> &Tensor {
+        self.embed.embeddings()
+    }
+
+    /// Hidden states after the final norm, `(batch, len, hidden)`, for right-padded ids.
+    pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        let (cos, sin) = self.rotary(t)?;
+        let mask = self.mask(t)?;
+        let mut x = self.embed.forward(ids)?;
+        for l in &self.layers {
+            let r = x.clone();
+            let y = candle_nn::ops::rms_norm(&x, &l.ln1, self.eps)?;
+            let y = l.attn.forward(&y, &cos, &sin, &mask)?;
+            let x1 = (r + y)?;
+            let y = candle_nn::ops::rms_norm(&x1, &l.ln2, self.eps)?;
+            let y = l
+                .mlp
+                .down
+                .forward(&(l.mlp.gate.forward(&y)?.silu()? * l.mlp.up.forward(&y)?)?)?;
+            x = (x1 + y)?;
+        }
+        candle_nn::ops::rms_norm(&x, &self.norm, self.eps)
+    }
+
+    fn rotary(&self, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut ang = Vec::with_capacity(t * half);
+        for p in 0..t {
+            for f in &self.inv_freq {
+                // f32 product, as the reference computes position * inv_freq
+                ang.push((p as f32) * f);
+            }
+        }
+        let ang = Tensor::from_vec(ang, (t, half), &self.device)?;
+        let dt = self.embed.embeddings().dtype();
+        Ok((ang.cos()?.to_dtype(dt)?, ang.sin()?.to_dtype(dt)?))
+    }
+
+    /// Additive causal mask `(len, len)`, with Mistral's sliding window when set.
+    fn mask(&self, t: usize) -> candle_core::Result<Tensor> {
+        let w = self.window.unwrap_or(usize::MAX);
+        let m: Vec<f32> = (0..t)
+            .flat_map(|i| {
+                (0..t).map(move |j| {
+                    if j > i || i - j >= w {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+            })
+            .collect();
+        Tensor::from_vec(m, (t, t), &self.device)?.to_dtype(self.embed.embeddings().dtype())
+    }
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let split = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
+        let q = split(self.q.forward(x)?, nh)?;
+        let k = split(self.k.forward(x)?, nkv)?;
+        let v = split(self.v.forward(x)?, nkv)?;
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        // Grouped-query attention without copying k and v per head: the query heads that share
+        // a kv head are adjacent, so they stack into one (rep * len) block per kv head.
+        let rep = nh / nkv;
+        let q = q.reshape((b, nkv, rep * t, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let att = (q.matmul(&k.t()?)? * scale)?;
+        let mask = if rep > 1 {
+            mask.repeat((rep, 1))?
+        } else {
+            mask.clone()
+        };
+        let att = att.broadcast_add(&mask)?;
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let y = att.matmul(&v)?.reshape((b, nh, t, hd))?;
+        let y = y.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        self.o.forward(&y)
+    }
+}
+
+/// How a score is computed from the hidden state at a read position.
+pub enum Head {
+    /// Two vocabulary rows (good, bad) of the LM head: P = softmax(logits)[good].
+    TokenPair { rows: Tensor },
+    /// Qwen2.5-Math-PRM: Linear(h, h) -> ReLU -> Linear(h, 2), P = softmax[1].
+    TwoClass { l1: Linear, l2: Linear },
+    /// Linear(h, 1), P = sigmoid.
+    Value { l: Linear },
+}
+
+impl Head {
+    /// The LM head restricted to two token ids (tied to the embeddings when configured).
+    pub fn token_pair(
+        vb: &VarBuilder,
+        dec: &Decoder,
+        good: u32,
+        bad: u32,
+    ) -> Result<Head, JudgeError> {
+        let c = &dec.config;
+        let w = if c.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
+            dec.embeddings().clone()
+        } else {
+            vb.get((c.vocab_size, c.hidden_size), "lm_head.weight")
+                .map_err(ld)?
+        };
+        let idx = Tensor::new(&[good, bad], w.device()).map_err(ld)?;
+        Ok(Head::TokenPair {
+            rows: w.index_select(&idx, 0).map_err(ld)?,
+        })
+    }
+
+    pub fn two_class(vb: &VarBuilder, h: usize) -> Result<Head, JudgeError> {
+        let s = vb.pp("score");
+        Ok(Head::TwoClass {
+            l1: linear(&s, h, h, true, "0").map_err(ld)?,
+            l2: linear(&s, h, 2, true, "2").map_err(ld)?,
+        })
+    }
+
+    pub fn value(vb: &VarBuilder, h: usize) -> Result<Head, JudgeError> {
+        let s = vb.pp("v_head");
+        let bias = s.contains_tensor("summary.bias");
+        Ok(Head::Value {
+            l: linear(&s, h, 1, bias, "summary").map_err(ld)?,
+        })
+    }
+
+    /// P(step correct) for each row of `x` (`(n, hidden)`).
+    pub fn scores(&self, x: &Tensor) -> candle_core::Result<Vec<f32>> {
+        let p = match self {
+            Head::TokenPair { rows } => {
+                let logits = x.matmul(&rows.t()?)?;
+                candle_nn::ops::softmax_last_dim(&logits)?.narrow(1, 0, 1)?
+            }
+            Head::TwoClass { l1, l2 } => {
+                let y = l2.forward(&l1.forward(x)?.relu()?)?;
+                candle_nn::ops::softmax_last_dim(&y)?.narrow(1, 1, 1)?
+            }
+            Head::Value { l } => candle_nn::ops::sigmoid(&l.forward(x)?)?,
+        };
+        p.flatten_all()?.to_dtype(DType::F32)?.to_vec1()
+    }
+}
+
+/// Gather rows `(batch * len, hidden)` at flat positions, then score them.
+pub fn scores_at(
+    hidden: &Tensor,
+    flat_positions: &[u32],
+    head: &Head,
+) -> candle_core::Result<Vec<f32>> {
+    let (b, t, h) = hidden.dims3()?;
+    let flat = hidden.reshape((b * t, h))?;
+    let idx = Tensor::new(flat_positions, hidden.device())?;
+    let rows = flat.index_select(&idx, 0)?;
+    head.scores(&rows)
+}
+
+/// Right-pad token rows to one `(batch, len)` tensor.
+pub fn ids_tensor(rows: &[Vec<u32>], pad: u32, device: &Device) -> candle_core::Result<Tensor> {
+    let t = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut flat = Vec::with_capacity(rows.len() * t);
+    for r in rows {
+        flat.extend_from_slice(r);
+        flat.extend(std::iter::repeat_n(pad, t - r.len()));
+    }
+    Tensor::from_vec(flat, (rows.len(), t), device)
+}

@@ -1,0 +1,202 @@
+//! PRM scores on tiny random-initialised checkpoints, one per recipe, against the scores
+//! Hugging Face `transformers` gives for the same weights (tests/prm/make_tiny_prms.py
+//! computed them; tests/data/prm/expected.json holds them). Also: a batch scores exactly
+//! like its items alone, sharded checkpoints load, and bad inputs are refused clearly.
+
+mod common;
+
+use std::path::PathBuf;
+
+use candle_core::Device;
+use common::tiny;
+use serde_json::Value;
+use stepkto::judge::JudgeError;
+use stepkto::judge::prm::{ModelSpec, Prm};
+
+fn expected() -> Value {
+    let p = tiny::fixture("expected.json");
+    let p = p.parent().unwrap().join("expected.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn load(recipe: &str, sharded: bool, named: bool) -> (Prm, PathBuf) {
+    let dir = tiny::temp_dir(recipe);
+    tiny::write_checkpoint(recipe, &dir, sharded);
+    let spec = ModelSpec {
+        name: Some(recipe.into()),
+        dir: dir.clone(),
+        recipe: named.then(|| recipe.to_string()),
+        max_context: None,
+    };
+    (Prm::load(&spec, &Device::Cpu).unwrap(), dir)
+}
+
+fn items(e: &Value) -> Vec<(String, Vec<String>)> {
+    e["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|it| {
+            let steps = it["steps"].as_array().unwrap();
+            (
+                it["problem"].as_str().unwrap().to_string(),
+                steps
+                    .iter()
+                    .map(|s| s.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Max |ours - reference| over all steps of all items, scoring each item alone.
+fn check_recipe(recipe: &str, named: bool, sharded: bool) {
+    let e = expected();
+    let (prm, dir) = load(recipe, sharded, named);
+    assert_eq!(prm.recipe.name, recipe);
+    let want = e["recipes"][recipe].as_array().unwrap();
+    let mut worst = 0f64;
+    for ((problem, steps), w) in items(&e).iter().zip(want) {
+        let t = prm.tokenize(problem, steps).unwrap();
+        let got = prm.score(&[&t]).unwrap().remove(0);
+        let w: Vec<f64> = w
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), w.len(), "{recipe}: one score per step");
+        for (g, w) in got.iter().zip(&w) {
+            worst = worst.max((*g as f64 - w).abs());
+        }
+    }
+    eprintln!("{recipe}: max |stepkto - transformers| = {worst:.2e}");
+    assert!(worst <= 1e-4, "{recipe}: max difference {worst} > 1e-4");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn qwen_prm_matches_transformers_and_is_detected_from_config() {
+    check_recipe("qwen-prm", false, false);
+}
+
+#[test]
+fn math_shepherd_matches_transformers() {
+    check_recipe("math-shepherd", true, false);
+}
+
+#[test]
+fn rlhflow_one_pass_matches_one_pass_per_step() {
+    check_recipe("rlhflow", true, false);
+}
+
+#[test]
+fn value_head_matches_transformers() {
+    check_recipe("value-head", true, false);
+}
+
+#[test]
+fn sharded_checkpoint_loads_the_same_weights() {
+    check_recipe("qwen-prm", false, true);
+}
+
+#[test]
+fn a_batch_scores_like_its_items_alone() {
+    let e = expected();
+    for recipe in ["qwen-prm", "math-shepherd", "rlhflow", "value-head"] {
+        let (prm, dir) = load(recipe, false, true);
+        let toks: Vec<_> = items(&e)
+            .iter()
+            .map(|(p, s)| prm.tokenize(p, s).unwrap())
+            .collect();
+        let lens: Vec<usize> = toks.iter().map(|t| t.ids.len()).collect();
+        assert!(
+            lens.iter().min() < lens.iter().max(),
+            "items of different lengths pad"
+        );
+        let refs: Vec<_> = toks.iter().collect();
+        let batched = prm.score(&refs).unwrap();
+        for (t, b) in toks.iter().zip(&batched) {
+            let alone = prm.score(&[t]).unwrap().remove(0);
+            for (x, y) in alone.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-5, "{recipe}: alone {x} vs batched {y}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
+fn over_long_inputs_are_refused_with_the_limit() {
+    let dir = tiny::temp_dir("ctx");
+    tiny::write_checkpoint("qwen-prm", &dir, false);
+    let spec = ModelSpec {
+        name: None,
+        dir: dir.clone(),
+        recipe: None,
+        max_context: Some(64),
+    };
+    let prm = Prm::load(&spec, &Device::Cpu).unwrap();
+    assert_eq!(prm.max_context, 64);
+    let err = prm
+        .tokenize("What is 1+1? ".repeat(20).as_str(), &["2".into()])
+        .unwrap_err();
+    assert!(
+        matches!(err, JudgeError::TooLong { limit: 64, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("limit of 64 tokens"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_step_marker_inside_the_text_is_refused() {
+    let (prm, dir) = load("qwen-prm", false, false);
+    let err = prm
+        .tokenize("Is <extra_0> a token?", &["yes".into()])
+        .unwrap_err();
+    assert!(matches!(err, JudgeError::Input(_)), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn loading_errors_say_what_is_wrong() {
+    let missing = ModelSpec::parse("Qwen/Qwen2.5-Math-PRM-7B");
+    let err = Prm::load(&missing, &Device::Cpu).err().unwrap().to_string();
+    assert!(
+        err.contains("does not exist") && err.contains("local directories"),
+        "{err}"
+    );
+
+    // A causal LM does not say which recipe it wants.
+    let dir = tiny::temp_dir("norecipe");
+    tiny::write_checkpoint("rlhflow", &dir, false);
+    let spec = ModelSpec::parse(dir.to_str().unwrap());
+    let err = Prm::load(&spec, &Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("pass --recipe"), "{err}");
+    let spec = ModelSpec {
+        recipe: Some("nope".into()),
+        ..spec
+    };
+    let err = Prm::load(&spec, &Device::Cpu).err().unwrap().to_string();
+    assert!(
+        err.contains("unknown recipe") && err.contains("math-shepherd"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let spec = ModelSpec {
+        recipe: Some("rlhflow".into()),
+        ..spec
+    };
+    let err = Prm::load(&spec, &Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("no model.safetensors"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn name_equals_dir_is_parsed() {
+    let s = ModelSpec::parse("prm=/models/x");
+    assert_eq!(s.name.as_deref(), Some("prm"));
+    assert_eq!(s.dir, PathBuf::from("/models/x"));
+    assert_eq!(ModelSpec::parse("/models/x").name, None);
+}
