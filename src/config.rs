@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::judge::batcher::BatchConfig;
+use crate::judge::prm::ModelSpec;
 use crate::outcome::{Budget, Options};
 
 #[derive(Debug, Parser)]
@@ -21,7 +23,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the HTTP API (POST /v1/verify, /health, /info, /metrics, /docs).
+    /// Serve the HTTP API (POST /v1/verify, /v1/judge, GET /v1/models, /health, /info, /metrics, /docs).
     Serve(ServeArgs),
     /// Check answers in a JSONL file: one output line per input line, same order.
     Check(CheckArgs),
@@ -34,9 +36,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct JudgeArgs {
-    /// The judge: `symbolic` (exact checks of the math in each step).
-    #[arg(long, default_value = "symbolic")]
-    pub model: String,
+    #[command(flatten)]
+    pub models: ModelArgs,
     /// Input JSONL: {"id", "problem", "steps": [...]} or {"id", "problem", "solution"}.
     #[arg(long, short)]
     pub input: PathBuf,
@@ -63,9 +64,8 @@ pub struct ProcessBenchArgs {
     /// A ProcessBench split: {"id", "problem", "steps", "label", "final_answer_correct"} per line.
     #[arg(long, short)]
     pub input: PathBuf,
-    /// The judge: `symbolic`.
-    #[arg(long, default_value = "symbolic")]
-    pub model: String,
+    #[command(flatten)]
+    pub models: ModelArgs,
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f64,
     #[command(flatten)]
@@ -78,9 +78,9 @@ pub struct FlawedStepsArgs {
     /// ProcessBench's `label`); -1 means no wrong step.
     #[arg(long, short)]
     pub input: PathBuf,
-    /// Judge the steps with this model instead of reading the labels from the file.
-    #[arg(long)]
-    pub model: Option<String>,
+    /// With `--model`, judge the steps with it instead of reading the labels from the file.
+    #[command(flatten)]
+    pub models: ModelArgs,
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f64,
     #[command(flatten)]
@@ -107,7 +107,96 @@ pub struct ServeArgs {
     #[arg(long, env = "STEPKTO_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
     #[command(flatten)]
+    pub models: ModelArgs,
+    #[command(flatten)]
     pub budget: BudgetArgs,
+}
+
+/// Step judges to load, and how PRMs are scheduled.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// `symbolic` (the default), or a PRM: `[NAME=]DIR`, a local Hugging Face checkpoint
+    /// directory (config.json, tokenizer.json, model.safetensors or a sharded index).
+    /// `serve` takes it repeatedly.
+    #[arg(long = "model", value_name = "[NAME=]DIR")]
+    pub models: Vec<String>,
+    /// PRM recipe (qwen-prm, math-shepherd, rlhflow, value-head); detected from config.json
+    /// when unambiguous. Give one for all models, or one per `--model` in the same order.
+    #[arg(long = "recipe", value_name = "RECIPE")]
+    pub recipes: Vec<String>,
+    /// `auto` (CUDA devices when built with `cuda`, else the CPU), or `cpu`, `cuda:N`, lists.
+    #[arg(long, env = "STEPKTO_DEVICE", default_value = "auto")]
+    pub device: String,
+    /// Padded tokens per PRM forward pass (items x longest item).
+    #[arg(long, env = "STEPKTO_MAX_BATCH_TOKENS", default_value_t = 8192)]
+    pub max_batch_tokens: usize,
+    /// Items waiting per PRM before requests get 429.
+    #[arg(long, env = "STEPKTO_MAX_QUEUE", default_value_t = 1024)]
+    pub max_queue: usize,
+    /// Most tokens per item (capped by the model's context); longer items get 413.
+    #[arg(long, env = "STEPKTO_MAX_CONTEXT")]
+    pub max_context: Option<usize>,
+}
+
+impl ModelArgs {
+    /// The PRMs to load (`symbolic` entries are not models to load).
+    pub fn specs(&self) -> Result<Vec<ModelSpec>, ConfigError> {
+        let dirs: Vec<&String> = self.models.iter().filter(|m| *m != "symbolic").collect();
+        let recipe_for = |i: usize| -> Result<Option<String>, ConfigError> {
+            match self.recipes.len() {
+                0 => Ok(None),
+                1 => Ok(Some(self.recipes[0].clone())),
+                n if n == dirs.len() => Ok(Some(self.recipes[i].clone())),
+                n => Err(ConfigError::Value {
+                    name: "--recipe",
+                    why: format!(
+                        "{n} recipes for {} models: give one, or one per --model",
+                        dirs.len()
+                    ),
+                }),
+            }
+        };
+        if self.max_context == Some(0) {
+            return Err(ConfigError::Value {
+                name: "--max-context",
+                why: "must be positive".into(),
+            });
+        }
+        dirs.iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut spec = ModelSpec::parse(m);
+                spec.recipe = recipe_for(i)?;
+                spec.max_context = self.max_context;
+                Ok(spec)
+            })
+            .collect()
+    }
+
+    /// At most one judge (the CLI): `None` is the symbolic judge.
+    pub fn single(&self) -> Result<Option<ModelSpec>, ConfigError> {
+        let mut specs = self.specs()?;
+        if specs.len() > 1 {
+            return Err(ConfigError::Value {
+                name: "--model",
+                why: "this command takes one model".into(),
+            });
+        }
+        Ok(specs.pop())
+    }
+
+    pub fn batch(&self) -> Result<BatchConfig, ConfigError> {
+        if self.max_batch_tokens == 0 || self.max_queue == 0 {
+            return Err(ConfigError::Value {
+                name: "--max-batch-tokens/--max-queue",
+                why: "must be positive".into(),
+            });
+        }
+        Ok(BatchConfig {
+            max_batch_tokens: self.max_batch_tokens,
+            max_queue: self.max_queue,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +266,10 @@ pub struct Config {
     pub addr: SocketAddr,
     pub database_url: String,
     pub limits: Limits,
+    /// PRMs to load at start (the symbolic judge is always there).
+    pub models: Vec<ModelSpec>,
+    pub device: String,
+    pub batch: BatchConfig,
 }
 
 /// Request-level limits of the HTTP service.
@@ -273,6 +366,9 @@ impl ServeArgs {
         }
         Ok(Config {
             addr,
+            models: self.models.specs()?,
+            device: self.models.device.clone(),
+            batch: self.models.batch()?,
             database_url: database_url(&self.db),
             limits: Limits {
                 max_batch: self.max_batch,

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::Device;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -59,7 +59,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceInfo {
     pub name: String,
     pub holders: Vec<String>,

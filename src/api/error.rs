@@ -63,6 +63,17 @@ impl ApiError {
         }
     }
 
+    /// The error an item-level body stands for (the inverse of [`ApiError::body`]).
+    pub fn from_body(b: ErrorBody) -> ApiError {
+        match b.error_type.as_str() {
+            "too_large" => ApiError::TooLarge(b.error),
+            "overloaded" => ApiError::Overloaded(b.error),
+            "not_ready" => ApiError::NotReady(b.error),
+            "internal" | "backend" => ApiError::Internal(b.error),
+            _ => ApiError::Validation(b.error),
+        }
+    }
+
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
             error: self.to_string(),
@@ -87,6 +98,19 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
             ApiError::TooLarge(format!("request body exceeds the limit: {}", r.body_text()))
         } else {
             ApiError::BadJson(r.body_text())
+        }
+    }
+}
+
+impl From<crate::judge::JudgeError> for ApiError {
+    fn from(e: crate::judge::JudgeError) -> Self {
+        use crate::judge::JudgeError as J;
+        match e {
+            J::Input(m) => ApiError::Validation(m),
+            e @ J::TooLong { .. } => ApiError::TooLarge(e.to_string()),
+            J::Overloaded(m) => ApiError::Overloaded(m),
+            J::Timeout(ms) => ApiError::Timeout(ms),
+            J::Load(m) | J::Backend(m) => ApiError::Internal(m),
         }
     }
 }

@@ -14,7 +14,11 @@ use serde_json::{Value, json};
 use super::error::{ApiError, ErrorBody};
 use super::metrics::Metrics;
 use super::{AppState, work};
-use crate::judge::{SymbolicCheck, first_wrong, judge_steps};
+use std::time::{Duration, Instant};
+
+use crate::judge::batcher::{BatchConfig, Batcher};
+use crate::judge::recipe::Tokenized;
+use crate::judge::{StepVerdict, SymbolicCheck, first_wrong, judge_steps, symbolic};
 use crate::steps::split_solution;
 
 /// Bumped whenever a change can alter a symbolic verdict; part of the cache key.
@@ -105,20 +109,48 @@ pub struct ModelInfo {
     pub kind: String,
     pub device: String,
     pub description: String,
+    /// PRMs: parameter count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<usize>,
+    /// PRMs: fingerprint of the checkpoint (part of every cache key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
+    /// PRMs: most tokens per item.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_context: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batching: Option<BatchConfig>,
 }
 
 #[utoipa::path(get, path = "/v1/models", responses((status = 200, body = Vec<ModelInfo>)), tag = "judge")]
-pub async fn models() -> Json<Vec<ModelInfo>> {
-    Json(vec![ModelInfo {
+pub async fn models(State(st): State<Arc<AppState>>) -> Json<Vec<ModelInfo>> {
+    let mut out = vec![ModelInfo {
         id: "symbolic".into(),
         kind: "symbolic".into(),
         device: "cpu".into(),
         description: "exact checks of the arithmetic and algebra written in each step".into(),
-    }])
+        params: None,
+        weights_sha256: None,
+        max_context: None,
+        batching: None,
+    }];
+    for b in &st.judges.prms {
+        out.push(ModelInfo {
+            id: b.prm.id.clone(),
+            kind: b.prm.recipe.name.into(),
+            device: b.device.clone(),
+            description: b.prm.recipe.description.into(),
+            params: Some(b.prm.params),
+            weights_sha256: Some(b.prm.fingerprint.clone()),
+            max_context: Some(b.prm.max_context),
+            batching: Some(b.config),
+        });
+    }
+    Json(out)
 }
 
-/// A parsed item: its id, its steps and its cache key.
-type Parsed = (Option<Value>, Vec<String>, String);
+/// A parsed item: its id, problem, steps and cache key.
+type Parsed = (Option<Value>, String, Vec<String>, String);
 
 fn aggregate(scores: &[f64]) -> Aggregate {
     if scores.is_empty() {
@@ -144,9 +176,9 @@ fn aggregate(scores: &[f64]) -> Aggregate {
     responses(
         (status = 200, description = "Per-step verdicts per item, in order; bad items get an error object", body = JudgeResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 413, description = "Body or batch too large", body = ErrorBody),
-        (status = 422, description = "Wrong shape, unknown model or threshold outside [0, 1]", body = ErrorBody),
-        (status = 429, description = "Too many requests in flight", body = ErrorBody),
+        (status = 413, description = "Body or batch too large, or the only item over the model's context", body = ErrorBody),
+        (status = 422, description = "Wrong shape, unknown model, threshold outside [0, 1], or the only item invalid", body = ErrorBody),
+        (status = 429, description = "Too many requests in flight, or the model's queue is full", body = ErrorBody),
         (status = 504, description = "Deadline exceeded", body = ErrorBody),
     ),
     tag = "judge"
@@ -157,11 +189,24 @@ pub async fn judge(
 ) -> Result<Json<JudgeResponse>, ApiError> {
     let req: JudgeRequest = super::error::parse_json(&body?)?;
     let model = req.model.unwrap_or_else(|| "symbolic".into());
-    if model != "symbolic" {
-        return Err(ApiError::Validation(format!(
-            "unknown model {model:?}; loaded models: [\"symbolic\"]"
-        )));
-    }
+    let prm = if model == "symbolic" {
+        None
+    } else {
+        Some(st.judges.get(&model).cloned().ok_or_else(|| {
+            ApiError::Validation(format!(
+                "unknown model {model:?}; loaded models: {:?}",
+                st.judges.ids()
+            ))
+        })?)
+    };
+    // What produced a verdict: the symbolic engine, plus the checkpoint and recipe for PRMs.
+    let engine = match &prm {
+        None => SYMBOLIC_ENGINE.to_string(),
+        Some(b) => format!(
+            "{}+{}:{}",
+            SYMBOLIC_ENGINE, b.prm.recipe.name, b.prm.fingerprint
+        ),
+    };
     let threshold = req.threshold.unwrap_or(0.5);
     if !(0.0..=1.0).contains(&threshold) {
         return Err(ApiError::Validation(format!(
@@ -214,28 +259,22 @@ pub async fn judge(
                 ))));
             }
             let key = crate::store::cache_key(&json!([
-                "judge",
-                model,
-                SYMBOLIC_ENGINE,
-                it.problem,
-                steps,
-                threshold,
-                budget
+                "judge", model, engine, it.problem, steps, threshold, budget
             ]));
-            Ok((it.id, steps, key))
+            Ok((it.id, it.problem, steps, key))
         })
         .collect();
     let keys: Vec<String> = parsed
         .iter()
-        .filter_map(|r| r.as_ref().ok().map(|x| x.2.clone()))
+        .filter_map(|r| r.as_ref().ok().map(|x| x.3.clone()))
         .collect();
     let cached = work::cache_lookup(&st, &keys).await;
-    let todo: Vec<(usize, Vec<String>)> = parsed
+    let todo: Vec<(usize, String, Vec<String>)> = parsed
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
-            let (_, steps, key) = r.as_ref().ok()?;
-            (!cached.contains_key(key)).then(|| (i, steps.clone()))
+            let (_, problem, steps, key) = r.as_ref().ok()?;
+            (!cached.contains_key(key)).then(|| (i, problem.clone(), steps.clone()))
         })
         .collect();
     let deadline = req
@@ -243,45 +282,37 @@ pub async fn judge(
         .unwrap_or(st.limits.request_timeout_ms)
         .min(st.limits.request_timeout_ms)
         .max(1);
-    let computed = work::on_workers(
-        todo,
-        move |(i, steps)| {
-            let v = judge_steps(&steps, threshold, &budget);
-            let first = first_wrong(&v);
-            let steps: Vec<StepResult> = v
-                .into_iter()
-                .enumerate()
-                .map(|(index, s)| StepResult {
-                    index,
-                    score: s.score,
-                    label: s.label,
-                    symbolic: s.symbolic,
-                })
-                .collect();
-            let scores: Vec<f64> = steps.iter().map(|s| s.score).collect();
-            (
-                i,
-                JudgeResult {
-                    id: None,
-                    aggregate: aggregate(&scores),
-                    steps,
-                    first_wrong_step: first,
-                    cached: false,
-                },
+    let computed = match prm {
+        None => {
+            work::on_workers(
+                todo,
+                move |(i, _, steps)| (i, Ok(result(judge_steps(&steps, threshold, &budget)))),
+                deadline,
             )
-        },
-        deadline,
-    )
-    .await?;
-    let mut fresh: std::collections::HashMap<usize, JudgeResult> = computed.into_iter().collect();
+            .await?
+        }
+        Some(b) => prm_judge(b, todo, threshold, budget, deadline).await?,
+    };
+    let mut fresh: std::collections::HashMap<usize, Result<JudgeResult, ApiError>> =
+        computed.into_iter().collect();
     let mut to_store = Vec::new();
     let mut items = Vec::with_capacity(parsed.len());
     for (i, r) in parsed.into_iter().enumerate() {
         let v = match r {
             Err(e) => serde_json::to_value(e),
-            Ok((id, _, key)) => {
+            Ok((id, _, _, key)) => {
                 let res = match fresh.remove(&i) {
-                    Some(res) => {
+                    Some(Err(e)) => {
+                        items.push(
+                            serde_json::to_value(JudgeItemError {
+                                id,
+                                error: e.body(),
+                            })
+                            .map_err(|e| ApiError::Internal(e.to_string()))?,
+                        );
+                        continue;
+                    }
+                    Some(Ok(res)) => {
                         Metrics::add(&st.metrics.cache_misses, 1);
                         if let Ok(body) = serde_json::to_string(&res) {
                             to_store.push((key, body));
@@ -304,6 +335,106 @@ pub async fn judge(
         };
         items.push(v.map_err(|e| ApiError::Internal(e.to_string()))?);
     }
-    work::cache_store(&st, "judge", SYMBOLIC_ENGINE, &to_store).await;
+    work::cache_store(&st, "judge", &engine, &to_store).await;
+    // One item is not a batch: its error is the response's (413 over the context, 422...).
+    if let [only] = &items[..]
+        && let Some(e) = only.get("error")
+        && let Ok(body) = serde_json::from_value::<ErrorBody>(e.clone())
+    {
+        return Err(ApiError::from_body(body));
+    }
     Ok(Json(JudgeResponse { model, items }))
+}
+
+fn result(v: Vec<StepVerdict>) -> JudgeResult {
+    let first = first_wrong(&v);
+    let steps: Vec<StepResult> = v
+        .into_iter()
+        .enumerate()
+        .map(|(index, s)| StepResult {
+            index,
+            score: s.score,
+            label: s.label,
+            symbolic: s.symbolic,
+        })
+        .collect();
+    let scores: Vec<f64> = steps.iter().map(|s| s.score).collect();
+    JudgeResult {
+        id: None,
+        aggregate: aggregate(&scores),
+        steps,
+        first_wrong_step: first,
+        cached: false,
+    }
+}
+
+type Outcome = (usize, Result<JudgeResult, ApiError>);
+
+/// Score items with a PRM: tokenize and run the symbolic checks on the worker pool, queue all
+/// tokenized items on the model's batcher at once (429 if they do not fit), and wait for the
+/// scores until the deadline (504). An item the model cannot take (over its context, a
+/// marker in the text) gets its own error; the others are answered.
+async fn prm_judge(
+    b: Arc<Batcher>,
+    todo: Vec<(usize, String, Vec<String>)>,
+    threshold: f64,
+    budget: crate::outcome::Budget,
+    deadline_ms: u64,
+) -> Result<Vec<Outcome>, ApiError> {
+    let deadline = Instant::now() + Duration::from_millis(deadline_ms);
+    let prm = b.clone();
+    let prepared = work::on_workers(
+        todo,
+        move |(i, problem, steps)| {
+            let tok = prm.prm.tokenize(&problem, &steps);
+            let sym: Vec<SymbolicCheck> = steps
+                .iter()
+                .map(|s| symbolic::check_step(s, &budget))
+                .collect();
+            (i, tok, sym)
+        },
+        deadline_ms,
+    )
+    .await?;
+    let toks: Vec<Tokenized> = prepared
+        .iter()
+        .filter_map(|(_, t, _)| t.as_ref().ok().cloned())
+        .collect();
+    let receivers = b.submit(toks, deadline, deadline_ms)?;
+    let wait = async {
+        let mut scores = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            scores.push(
+                rx.await
+                    .map_err(|_| ApiError::Internal("inference thread stopped".into()))?
+                    .map_err(ApiError::from)?,
+            );
+        }
+        Ok::<_, ApiError>(scores)
+    };
+    let mut scores = tokio::time::timeout_at(deadline.into(), wait)
+        .await
+        .map_err(|_| ApiError::Timeout(deadline_ms))??
+        .into_iter();
+    Ok(prepared
+        .into_iter()
+        .map(|(i, tok, sym)| {
+            let r = tok.map_err(ApiError::from).and_then(|_| {
+                let s = scores
+                    .next()
+                    .ok_or_else(|| ApiError::Internal("score missing".into()))?;
+                Ok(result(
+                    s.iter()
+                        .zip(sym)
+                        .map(|(&p, symbolic)| StepVerdict {
+                            score: p as f64,
+                            label: p as f64 >= threshold,
+                            symbolic,
+                        })
+                        .collect(),
+                ))
+            });
+            (i, r)
+        })
+        .collect())
 }

@@ -25,6 +25,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, Limits};
+use crate::devices::DevicePool;
+use crate::judge::Judges;
 use crate::store::Store;
 use error::ApiError;
 use metrics::Metrics;
@@ -38,16 +40,32 @@ pub struct AppState {
     /// Bounds concurrent verify work; a request that finds no permit gets 429.
     pub inflight: Arc<Semaphore>,
     pub started: Instant,
+    /// Loaded PRMs (the symbolic judge is always available besides them).
+    pub judges: Judges,
+    pub devices: Arc<DevicePool>,
 }
 
 impl AppState {
+    /// State with the symbolic judge only.
     pub fn new(store: Option<Store>, limits: Limits) -> Arc<AppState> {
+        let devices = DevicePool::new("cpu").expect("the CPU is always a device");
+        AppState::with_judges(store, limits, Judges::default(), devices)
+    }
+
+    pub fn with_judges(
+        store: Option<Store>,
+        limits: Limits,
+        judges: Judges,
+        devices: Arc<DevicePool>,
+    ) -> Arc<AppState> {
         Arc::new(AppState {
             store,
             inflight: Arc::new(Semaphore::new(limits.max_inflight)),
             limits,
             metrics: Metrics::default(),
             started: Instant::now(),
+            judges,
+            devices,
         })
     }
 }
@@ -132,6 +150,9 @@ pub async fn shutdown_signal() {
 
 /// `stepkto serve`: open the store, bind, serve until a signal.
 pub fn run(cfg: Config) -> std::io::Result<()> {
+    // Models load before the port opens, so a bad checkpoint stops the start with its reason.
+    let devices = DevicePool::new(&cfg.device).map_err(std::io::Error::other)?;
+    let judges = Judges::load(&cfg.models, &devices, cfg.batch).map_err(std::io::Error::other)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(crate::outcome::budget::CHECK_STACK_BYTES)
@@ -139,7 +160,7 @@ pub fn run(cfg: Config) -> std::io::Result<()> {
     rt.block_on(async move {
         let store = Store::open(&cfg.database_url).map_err(std::io::Error::other)?;
         store.start().await;
-        let state = AppState::new(Some(store.clone()), cfg.limits);
+        let state = AppState::with_judges(Some(store.clone()), cfg.limits, judges, devices);
         let listener = TcpListener::bind(cfg.addr).await?;
         tracing::info!(addr = %listener.local_addr()?, store = store.backend.name(), "stepkto listening");
         serve(listener, state, shutdown_signal()).await?;

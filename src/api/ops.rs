@@ -57,6 +57,8 @@ pub struct Info {
     pub engine: String,
     /// Loaded step judges.
     pub models: Vec<String>,
+    /// The device pool and who holds each device.
+    pub devices: Vec<crate::devices::DeviceInfo>,
     pub store: String,
     pub store_ready: bool,
     pub limits: LimitsInfo,
@@ -70,7 +72,8 @@ pub async fn info(State(st): State<Arc<AppState>>) -> Json<Info> {
         name: "stepkto".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         engine: outcome::ENGINE_VERSION.into(),
-        models: vec!["symbolic".into()],
+        models: st.judges.ids(),
+        devices: st.devices.list(),
         store: st
             .store
             .as_ref()
@@ -93,6 +96,6 @@ pub async fn info(State(st): State<Arc<AppState>>) -> Json<Info> {
 pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(),
+        st.metrics.render() + &super::metrics::render_judges(&st.judges),
     )
 }

@@ -2,22 +2,83 @@
 //! JSONL files, and the two evaluations the Step-KTO paper reports.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{CliError, output, read_lines, write_line};
-use crate::config::{EvalCommand, FlawedStepsArgs, JudgeArgs, ProcessBenchArgs};
-use crate::judge::{first_wrong, judge_steps};
+use crate::config::{EvalCommand, FlawedStepsArgs, JudgeArgs, ModelArgs, ProcessBenchArgs};
+use crate::devices::DevicePool;
+use crate::judge::batcher::Batcher;
+use crate::judge::{
+    JudgeError, Judges, StepVerdict, first_wrong, judge_steps, score_blocking, with_scores,
+};
 use crate::outcome::Budget;
 use crate::steps::split_solution;
+
+/// Items handed to the judge at once; bounds memory on long files.
+const CHUNK: usize = 256;
+/// The CLI has no client to give up, so its deadline per chunk is a day.
+const CLI_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+
+/// The judge a command runs: `symbolic`, or one PRM on its inference thread.
+struct CliJudge {
+    prm: Option<Arc<Batcher>>,
+    threshold: f64,
+    budget: Budget,
+}
+
+impl CliJudge {
+    fn open(m: &ModelArgs, threshold: f64, budget: Budget) -> Result<CliJudge, CliError> {
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(CliError::Config(crate::config::ConfigError::Value {
+                name: "--threshold",
+                why: format!("must be in [0, 1], got {threshold}"),
+            }));
+        }
+        let prm = match m.single()? {
+            None => None,
+            Some(spec) => {
+                let pool = DevicePool::new(&m.device)?;
+                let mut j = Judges::load(&[spec], &pool, m.batch()?)?;
+                j.prms.pop()
+            }
+        };
+        Ok(CliJudge {
+            prm,
+            threshold,
+            budget,
+        })
+    }
+
+    fn name(&self) -> &str {
+        self.prm.as_ref().map_or("symbolic", |b| b.prm.id.as_str())
+    }
+
+    /// Verdicts per item (problem, steps), in order.
+    fn judge(&self, items: &[(String, Vec<String>)]) -> Vec<Result<Vec<StepVerdict>, JudgeError>> {
+        match &self.prm {
+            None => items
+                .iter()
+                .map(|(_, steps)| Ok(judge_steps(steps, self.threshold, &self.budget)))
+                .collect(),
+            Some(b) => score_blocking(b, items, CLI_TIMEOUT_MS)
+                .into_iter()
+                .zip(items)
+                .map(|(r, (_, steps))| {
+                    r.map(|scores| with_scores(&scores, steps, self.threshold, &self.budget))
+                })
+                .collect(),
+        }
+    }
+}
 
 #[derive(Debug, Deserialize)]
 struct JudgeLine {
     #[serde(default)]
     id: Option<Value>,
     #[serde(default)]
-    #[allow(dead_code)]
     problem: Option<String>,
     #[serde(default)]
     steps: Option<Vec<String>>,
@@ -25,46 +86,67 @@ struct JudgeLine {
     solution: Option<String>,
 }
 
-fn check_model(model: &str) -> Result<(), CliError> {
-    if model == "symbolic" {
-        Ok(())
-    } else {
-        Err(CliError::Model(model.to_string()))
-    }
-}
-
 /// `stepkto judge`.
 pub fn judge(args: &JudgeArgs) -> Result<(), CliError> {
-    check_model(&args.model)?;
     let budget = args.budget.to_budget()?;
+    let judge = CliJudge::open(&args.models, args.threshold, budget)?;
     let mut out = output(args.output.as_deref())?;
-    for (n, line) in read_lines(&args.input)?.iter().enumerate() {
-        write_line(&mut out, &judge_line(line, n + 1, args.threshold, &budget))?;
+    let lines = read_lines(&args.input)?;
+    for (c, chunk) in lines.chunks(CHUNK).enumerate() {
+        // Parse the chunk; a bad line becomes its own error object in place.
+        let parsed: Vec<Result<ParsedLine, Value>> = chunk
+            .iter()
+            .enumerate()
+            .map(|(k, line)| parse_judge_line(line, c * CHUNK + k + 1))
+            .collect();
+        let items: Vec<(String, Vec<String>)> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().map(|(_, pr, st)| (pr.clone(), st.clone())))
+            .collect();
+        let mut verdicts = judge.judge(&items).into_iter();
+        for p in parsed {
+            let v = match p {
+                Err(e) => e,
+                Ok((id, _, _)) => match verdicts.next() {
+                    Some(Ok(v)) => judged(id, &v),
+                    Some(Err(e)) => json!({"id": id, "error": e.to_string()}),
+                    None => json!({"id": id, "error": "not judged"}),
+                },
+            };
+            write_line(&mut out, &v)?;
+        }
     }
     out.flush()?;
+    tracing::debug!(judge = judge.name(), "judge done");
     Ok(())
 }
 
-/// One output line of `stepkto judge`: the judgement, or an error object for the line.
-fn judge_line(line: &str, n: usize, threshold: f64, budget: &Budget) -> Value {
-    let j = match serde_json::from_str::<JudgeLine>(line) {
-        Ok(j) => j,
-        Err(e) => return json!({"error": format!("line {n}: {e}")}),
-    };
+/// A judge input line: id, problem, steps.
+type ParsedLine = (Option<Value>, String, Vec<String>);
+
+fn parse_judge_line(line: &str, n: usize) -> Result<ParsedLine, Value> {
+    let j = serde_json::from_str::<JudgeLine>(line)
+        .map_err(|e| json!({"error": format!("line {n}: {e}")}))?;
     let steps = match (j.steps, j.solution) {
         (Some(s), _) => s,
         (None, Some(sol)) => split_solution(&sol),
         (None, None) => {
-            return json!({"id": j.id, "error": format!("line {n}: needs `steps` or `solution`")});
+            return Err(
+                json!({"id": j.id, "error": format!("line {n}: needs `steps` or `solution`")}),
+            );
         }
     };
-    let verdicts = judge_steps(&steps, threshold, budget);
+    Ok((j.id, j.problem.unwrap_or_default(), steps))
+}
+
+/// One output line of `stepkto judge`.
+fn judged(id: Option<Value>, verdicts: &[StepVerdict]) -> Value {
     let steps: Vec<Value> = verdicts
         .iter()
         .enumerate()
         .map(|(i, s)| json!({"index": i, "score": s.score, "label": s.label, "symbolic": s.symbolic}))
         .collect();
-    json!({"id": j.id, "steps": steps, "first_wrong_step": first_wrong(&verdicts)})
+    json!({"id": id, "steps": steps, "first_wrong_step": first_wrong(verdicts)})
 }
 
 pub fn eval(cmd: &EvalCommand) -> Result<(), CliError> {
@@ -76,6 +158,8 @@ pub fn eval(cmd: &EvalCommand) -> Result<(), CliError> {
 
 #[derive(Debug, Deserialize)]
 struct PbLine {
+    #[serde(default)]
+    problem: String,
     steps: Vec<String>,
     label: i64,
 }
@@ -84,16 +168,31 @@ struct PbLine {
 /// threshold (or -1); accuracy on erroneous samples (label >= 0) and on correct samples
 /// (label = -1) must match exactly; F1 is their harmonic mean.
 fn processbench(a: &ProcessBenchArgs) -> Result<(), CliError> {
-    check_model(&a.model)?;
-    let budget = a.budget.to_budget()?;
+    let judge = CliJudge::open(&a.models, a.threshold, a.budget.to_budget()?)?;
     let (mut err_n, mut err_ok, mut cor_n, mut cor_ok) = (0u64, 0u64, 0u64, 0u64);
     let (mut early, mut caught_at_label, mut bad_lines) = (0u64, 0u64, 0u64);
+    let mut samples: Vec<PbLine> = Vec::new();
     for line in read_lines(&a.input)? {
-        let Ok(p) = serde_json::from_str::<PbLine>(&line) else {
-            bad_lines += 1;
-            continue;
-        };
-        let pred = first_wrong(&judge_steps(&p.steps, a.threshold, &budget));
+        match serde_json::from_str::<PbLine>(&line) {
+            Ok(p) => samples.push(p),
+            Err(_) => bad_lines += 1,
+        }
+    }
+    let mut preds = Vec::with_capacity(samples.len());
+    for chunk in samples.chunks(CHUNK) {
+        let items: Vec<(String, Vec<String>)> = chunk
+            .iter()
+            .map(|p| (p.problem.clone(), p.steps.clone()))
+            .collect();
+        for r in judge.judge(&items) {
+            // An item the judge cannot score (over its context) counts as a miss, and is said.
+            preds.push(r.map(|v| first_wrong(&v)).unwrap_or_else(|e| {
+                eprintln!("warning: {e}");
+                -2
+            }));
+        }
+    }
+    for (p, pred) in samples.iter().zip(preds) {
         if p.label >= 0 {
             err_n += 1;
             err_ok += (pred == p.label) as u64;
@@ -118,6 +217,7 @@ fn processbench(a: &ProcessBenchArgs) -> Result<(), CliError> {
     } else {
         2.0 * e * c / (e + c)
     };
+    println!("judge: {}, threshold {}", judge.name(), a.threshold);
     println!(
         "samples: {} ({} erroneous, {} correct){}",
         err_n + cor_n,
@@ -142,6 +242,8 @@ fn processbench(a: &ProcessBenchArgs) -> Result<(), CliError> {
 
 #[derive(Debug, Deserialize)]
 struct FlawLine {
+    #[serde(default)]
+    problem: String,
     final_answer_correct: bool,
     #[serde(default)]
     first_wrong_step: Option<i64>,
@@ -154,11 +256,10 @@ struct FlawLine {
 /// The paper's flawed-step rate: among solutions with a correct final answer, the share with
 /// at least one step labelled wrong.
 fn flawed_steps(a: &FlawedStepsArgs) -> Result<(), CliError> {
-    if let Some(m) = &a.model {
-        check_model(m)?;
-    }
-    let budget = a.budget.to_budget()?;
+    let use_judge = !a.models.models.is_empty();
+    let judge = CliJudge::open(&a.models, a.threshold, a.budget.to_budget()?)?;
     let (mut correct, mut flawed, mut skipped) = (0u64, 0u64, 0u64);
+    let mut to_judge: Vec<(String, Vec<String>)> = Vec::new();
     for line in read_lines(&a.input)? {
         let Ok(f) = serde_json::from_str::<FlawLine>(&line) else {
             skipped += 1;
@@ -167,22 +268,28 @@ fn flawed_steps(a: &FlawedStepsArgs) -> Result<(), CliError> {
         if !f.final_answer_correct {
             continue;
         }
-        let first = match (&a.model, &f.steps) {
-            (Some(_), Some(steps)) => first_wrong(&judge_steps(steps, a.threshold, &budget)),
-            (Some(_), None) => {
-                skipped += 1;
-                continue;
-            }
-            (None, _) => match f.first_wrong_step.or(f.label) {
-                Some(x) => x,
-                None => {
-                    skipped += 1;
-                    continue;
+        match (use_judge, f.steps) {
+            (true, Some(steps)) => to_judge.push((f.problem, steps)),
+            (true, None) => skipped += 1,
+            (false, _) => match f.first_wrong_step.or(f.label) {
+                Some(x) => {
+                    correct += 1;
+                    flawed += (x >= 0) as u64;
                 }
+                None => skipped += 1,
             },
-        };
-        correct += 1;
-        flawed += (first >= 0) as u64;
+        }
+    }
+    for chunk in to_judge.chunks(CHUNK) {
+        for r in judge.judge(chunk) {
+            match r {
+                Ok(v) => {
+                    correct += 1;
+                    flawed += (first_wrong(&v) >= 0) as u64;
+                }
+                Err(_) => skipped += 1,
+            }
+        }
     }
     let rate = if correct == 0 {
         0.0

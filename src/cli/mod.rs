@@ -29,10 +29,10 @@ pub enum CliError {
     Write(#[from] std::io::Error),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
-    #[error(
-        "unknown model {0:?}: this build judges with `symbolic` only (PRM models are not loaded yet)"
-    )]
-    Model(String),
+    #[error("{0}")]
+    Judge(#[from] crate::judge::JudgeError),
+    #[error("{0}")]
+    Device(#[from] crate::devices::DeviceError),
 }
 
 #[derive(Debug, Deserialize)]

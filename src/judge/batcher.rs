@@ -19,7 +19,7 @@ use super::prm::Prm;
 use super::recipe::Tokenized;
 use crate::devices::Lease;
 
-#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct BatchConfig {
     /// Padded tokens per forward pass (items x longest item); one longer item runs alone.
     pub max_batch_tokens: usize,
@@ -96,7 +96,8 @@ impl Batcher {
         deadline: Instant,
         timeout_ms: u64,
     ) -> Result<Vec<oneshot::Receiver<Reply>>, JudgeError> {
-        let n = items.len();
+        // Items with nothing to read are answered at once and take no queue slot.
+        let n = items.iter().filter(|t| !t.reads.is_empty()).count();
         let max = self.config.max_queue;
         self.queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
@@ -112,6 +113,11 @@ impl Batcher {
         let mut out = Vec::with_capacity(n);
         for item in items {
             let (reply, rx) = oneshot::channel();
+            if item.reads.is_empty() {
+                let _ = reply.send(Ok(Vec::new()));
+                out.push(rx);
+                continue;
+            }
             let job = Job {
                 item,
                 deadline,

@@ -33,9 +33,15 @@ pub enum JudgeError {
     Backend(String),
 }
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
+use crate::devices::DevicePool;
 use crate::outcome::Budget;
+use batcher::{BatchConfig, Batcher};
+use prm::{ModelSpec, Prm};
+use recipe::Tokenized;
 
 /// What the symbolic check found in one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -61,6 +67,112 @@ pub struct StepVerdict {
     pub score: f64,
     pub label: bool,
     pub symbolic: SymbolicCheck,
+}
+
+/// The loaded PRMs, each behind its batcher on a leased device. `symbolic` is not in here:
+/// it needs no loading and is always available.
+#[derive(Default)]
+pub struct Judges {
+    pub prms: Vec<Arc<Batcher>>,
+}
+
+impl Judges {
+    /// Load every model on a device from `pool` and start its inference thread.
+    pub fn load(
+        specs: &[ModelSpec],
+        pool: &Arc<DevicePool>,
+        cfg: BatchConfig,
+    ) -> Result<Judges, JudgeError> {
+        let mut prms: Vec<Arc<Batcher>> = Vec::new();
+        for spec in specs {
+            let holder = format!("judge:{}", spec.dir.display());
+            let lease = pool.lease(&holder);
+            let t0 = std::time::Instant::now();
+            let prm = Prm::load(spec, lease.device())?;
+            if prm.id == "symbolic" || prms.iter().any(|p| p.prm.id == prm.id) {
+                return Err(JudgeError::Load(format!(
+                    "model id {:?} is taken; name it with --model NAME=DIR",
+                    prm.id
+                )));
+            }
+            tracing::info!(model = %prm.id, recipe = prm.recipe.name, device = lease.name(),
+                params = prm.params, secs = t0.elapsed().as_secs_f64(), "PRM loaded");
+            let b = Batcher::spawn(Arc::new(prm), lease, cfg)
+                .map_err(|e| JudgeError::Load(format!("cannot start inference thread: {e}")))?;
+            prms.push(Arc::new(b));
+        }
+        Ok(Judges { prms })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Batcher>> {
+        self.prms.iter().find(|b| b.prm.id == id)
+    }
+
+    /// Every judge id, `symbolic` first.
+    pub fn ids(&self) -> Vec<String> {
+        std::iter::once("symbolic".to_string())
+            .chain(self.prms.iter().map(|b| b.prm.id.clone()))
+            .collect()
+    }
+}
+
+/// PRM scores plus the symbolic check of each step.
+pub fn with_scores(
+    scores: &[f32],
+    steps: &[String],
+    threshold: f64,
+    budget: &Budget,
+) -> Vec<StepVerdict> {
+    scores
+        .iter()
+        .zip(steps)
+        .map(|(&p, s)| StepVerdict {
+            score: p as f64,
+            label: p as f64 >= threshold,
+            symbolic: symbolic::check_step(s, budget),
+        })
+        .collect()
+}
+
+/// Score items with a PRM from synchronous code (the CLI): tokenize, queue in chunks the
+/// queue can hold, wait. One result per item, in order.
+pub fn score_blocking(
+    b: &Batcher,
+    items: &[(String, Vec<String>)],
+    timeout_ms: u64,
+) -> Vec<Result<Vec<f32>, JudgeError>> {
+    let mut out: Vec<Result<Vec<f32>, JudgeError>> = Vec::with_capacity(items.len());
+    for chunk in items.chunks(b.config.max_queue.max(1)) {
+        let toks: Vec<Result<Tokenized, JudgeError>> =
+            chunk.iter().map(|(p, s)| b.prm.tokenize(p, s)).collect();
+        let ok: Vec<Tokenized> = toks
+            .iter()
+            .filter_map(|t| t.as_ref().ok().cloned())
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        let mut rx = match b.submit(ok, deadline, timeout_ms) {
+            Ok(rx) => rx.into_iter(),
+            Err(e) => {
+                let msg = e.to_string();
+                out.extend(
+                    chunk
+                        .iter()
+                        .map(|_| Err(JudgeError::Overloaded(msg.clone()))),
+                );
+                continue;
+            }
+        };
+        for t in toks {
+            out.push(match t {
+                Err(e) => Err(e),
+                Ok(_) => match rx.next().map(|r| r.blocking_recv()) {
+                    Some(Ok(reply)) => reply,
+                    _ => Err(JudgeError::Backend("the inference thread stopped".into())),
+                },
+            });
+        }
+    }
+    out
 }
 
 /// Judge steps with the symbolic judge: refuted 0, verified 1, unknown 0.5 (no evidence).

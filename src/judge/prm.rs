@@ -179,6 +179,13 @@ impl Prm {
 
     /// Tokens and read positions of one item, or why it cannot be scored.
     pub fn tokenize(&self, problem: &str, steps: &[String]) -> Result<Tokenized, JudgeError> {
+        if steps.is_empty() {
+            // Nothing to score; the batcher answers it without a forward pass.
+            return Ok(Tokenized {
+                ids: Vec::new(),
+                reads: Vec::new(),
+            });
+        }
         let t = self.recipe.tokenize(
             &self.tokenizer,
             self.chat.as_ref(),

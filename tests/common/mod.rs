@@ -111,6 +111,16 @@ pub async fn db_url(db: Db) -> Option<String> {
 }
 
 pub async fn spawn_app(db_url: Option<String>, limits: Limits) -> TestApp {
+    let devices = stepkto::devices::DevicePool::new("cpu").unwrap();
+    spawn_app_with(db_url, limits, (stepkto::judge::Judges::default(), devices)).await
+}
+
+/// Like [`spawn_app`], with loaded PRMs.
+pub async fn spawn_app_with(
+    db_url: Option<String>,
+    limits: Limits,
+    (judges, devices): (stepkto::judge::Judges, Arc<stepkto::devices::DevicePool>),
+) -> TestApp {
     let store = match &db_url {
         Some(u) => {
             let s = Store::open(u).expect("open store");
@@ -119,7 +129,7 @@ pub async fn spawn_app(db_url: Option<String>, limits: Limits) -> TestApp {
         }
         None => None,
     };
-    let state = AppState::new(store, limits);
+    let state = AppState::with_judges(store, limits, judges, devices);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();

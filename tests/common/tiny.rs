@@ -103,12 +103,24 @@ pub fn tensors(recipe: &str, config: &serde_json::Value) -> Vec<(String, Vec<usi
 /// Copy the fixture for `recipe` to `dest` and write its weights there: one
 /// model.safetensors, or two shards and an index when `sharded`.
 pub fn write_checkpoint(recipe: &str, dest: &Path, sharded: bool) {
+    write_checkpoint_with(recipe, dest, sharded, &serde_json::json!({}));
+}
+
+/// Like [`write_checkpoint`], with config.json keys replaced by those in `patch` (a larger
+/// model for benchmarks, say).
+pub fn write_checkpoint_with(recipe: &str, dest: &Path, sharded: bool, patch: &serde_json::Value) {
     std::fs::create_dir_all(dest).unwrap();
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(fixture(recipe).join(f), dest.join(f)).unwrap();
     }
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dest.join("config.json")).unwrap()).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture(recipe).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    for (k, v) in patch.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    std::fs::write(dest.join("config.json"), config.to_string()).unwrap();
     let all: BTreeMap<String, Tensor> = tensors(recipe, &config)
         .into_iter()
         .map(|(n, s)| {
