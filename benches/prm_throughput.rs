@@ -8,6 +8,8 @@
 //! ../shared/data/processbench/math.jsonl (the first 200); when that is absent, from
 //! tests/data/processbench_sample.jsonl, and the report says so. The Python side needs
 //! torch and transformers: STEPKTO_BENCH_PYTHON (default .venv-prm/bin/python).
+//! STEPKTO_BENCH_ITEMS (200), STEPKTO_BENCH_MAX_BATCH_TOKENS (2048, the serve default) and
+//! STEPKTO_BENCH_SKIP_PY (set: stepkto only) are for exploring.
 
 #[path = "../tests/common/tiny.rs"]
 mod tiny;
@@ -23,7 +25,12 @@ use stepkto::devices::DevicePool;
 use stepkto::judge::batcher::{BatchConfig, Batcher};
 use stepkto::judge::prm::{ModelSpec, Prm};
 
-const N_ITEMS: usize = 200;
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn items() -> (Vec<Value>, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -42,7 +49,7 @@ fn items() -> (Vec<Value>, String) {
     let v: Vec<Value> = std::fs::read_to_string(&path)
         .unwrap()
         .lines()
-        .take(N_ITEMS)
+        .take(env_or("STEPKTO_BENCH_ITEMS", 200))
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     (v, note)
@@ -83,7 +90,7 @@ fn main() {
     let prm = Arc::new(Prm::load(&spec, &Device::Cpu).unwrap());
     let pool = DevicePool::new("cpu").unwrap();
     let cfg = BatchConfig {
-        max_batch_tokens: 8192,
+        max_batch_tokens: env_or("STEPKTO_BENCH_MAX_BATCH_TOKENS", 2048),
         max_queue: 4096,
     };
     let b = Batcher::spawn(prm.clone(), pool.lease("bench"), cfg).unwrap();
@@ -135,6 +142,9 @@ fn main() {
         100.0 * (padded - real) as f64 / padded as f64
     );
 
+    if std::env::var_os("STEPKTO_BENCH_SKIP_PY").is_some() {
+        return;
+    }
     let py = std::env::var("STEPKTO_BENCH_PYTHON")
         .unwrap_or_else(|_| format!("{}/.venv-prm/bin/python", env!("CARGO_MANIFEST_DIR")));
     let out = std::process::Command::new(&py)

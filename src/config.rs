@@ -127,8 +127,9 @@ pub struct ModelArgs {
     /// `auto` (CUDA devices when built with `cuda`, else the CPU), or `cpu`, `cuda:N`, lists.
     #[arg(long, env = "STEPKTO_DEVICE", default_value = "auto")]
     pub device: String,
-    /// Padded tokens per PRM forward pass (items x longest item).
-    #[arg(long, env = "STEPKTO_MAX_BATCH_TOKENS", default_value_t = 8192)]
+    /// Padded tokens per PRM forward pass (items x longest item). On the CPU a forward pass
+    /// of a few thousand tokens already keeps the cores busy; raise it on CUDA.
+    #[arg(long, env = "STEPKTO_MAX_BATCH_TOKENS", default_value_t = 2048)]
     pub max_batch_tokens: usize,
     /// Items waiting per PRM before requests get 429.
     #[arg(long, env = "STEPKTO_MAX_QUEUE", default_value_t = 1024)]

@@ -303,12 +303,14 @@ impl Decoder {
     pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         let (_, t) = ids.dims2()?;
         let (cos, sin) = self.rotary(t)?;
-        let mask = self.mask(t)?;
+        // CPU f32 runs the fused causal kernel, which needs no mask.
+        let fused = self.device.is_cpu() && self.embed.embeddings().dtype() == DType::F32;
+        let mask = if fused { None } else { Some(self.mask(t)?) };
         let mut x = self.embed.forward(ids)?;
         for l in &self.layers {
             let r = x.clone();
             let y = candle_nn::ops::rms_norm(&x, &l.ln1, self.eps)?;
-            let y = l.attn.forward(&y, &cos, &sin, &mask)?;
+            let y = l.attn.forward(&y, &cos, &sin, mask.as_ref(), self.window)?;
             let x1 = (r + y)?;
             let y = candle_nn::ops::rms_norm(&x1, &l.ln2, self.eps)?;
             let y = l
@@ -358,7 +360,8 @@ impl Attention {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: &Tensor,
+        mask: Option<&Tensor>,
+        window: Option<usize>,
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.heads, self.kv_heads, self.head_dim);
@@ -368,6 +371,12 @@ impl Attention {
         let v = split(self.v.forward(x)?, nkv)?;
         let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let Some(mask) = mask else {
+            let y = super::attention::causal(&q, &k, &v, window)?;
+            let y = y.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+            return self.o.forward(&y);
+        };
+        // Elsewhere (CUDA), dense masked attention.
         // Grouped-query attention without copying k and v per head: the query heads that share
         // a kv head are adjacent, so they stack into one (rep * len) block per kv head.
         let rep = nh / nkv;
