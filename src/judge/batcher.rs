@@ -171,10 +171,12 @@ fn run(
                 }
                 batch.extend(rest.next());
             }
-            let n = batch.len();
             let now = Instant::now();
             let (live, dead): (Vec<Job>, Vec<Job>) =
                 batch.into_iter().partition(|j| still_wanted(j, stats, now));
+            // Slots are freed before the replies go out, so a caller that has all its replies
+            // sees the queue without its items.
+            queued.fetch_sub(dead.len(), Ordering::AcqRel);
             for j in dead {
                 let _ = j.reply.send(Err(JudgeError::Timeout(j.timeout_ms)));
             }
@@ -196,6 +198,7 @@ fn run(
                 stats
                     .largest_batch
                     .fetch_max(live.len() as u64, Ordering::Relaxed);
+                queued.fetch_sub(live.len(), Ordering::AcqRel);
                 match result {
                     Ok(scores) => {
                         for (j, s) in live.into_iter().zip(scores) {
@@ -210,7 +213,6 @@ fn run(
                     }
                 }
             }
-            queued.fetch_sub(n, Ordering::AcqRel);
         }
     }
 }

@@ -39,6 +39,9 @@ pub struct ModelConfig {
     pub rope_theta: f64,
     #[serde(default)]
     pub rope_scaling: Option<RopeScaling>,
+    /// transformers >= 5 writes `rope_theta` and the scaling together under this key.
+    #[serde(default)]
+    pub rope_parameters: Option<RopeParameters>,
     #[serde(default)]
     pub tie_word_embeddings: bool,
     /// Llama: bias on q, k, v and o.
@@ -58,9 +61,22 @@ fn default_theta() -> f64 {
     10000.0
 }
 
+fn default_rope_type() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RopeParameters {
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(flatten)]
+    pub scaling: RopeScaling,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct RopeScaling {
     #[serde(alias = "type")]
+    #[serde(default = "default_rope_type")]
     pub rope_type: String,
     #[serde(default)]
     pub factor: Option<f64>,
@@ -77,8 +93,16 @@ impl ModelConfig {
         let p = dir.join("config.json");
         let s = std::fs::read_to_string(&p)
             .map_err(|e| JudgeError::Load(format!("{}: {e}", p.display())))?;
-        let c: ModelConfig = serde_json::from_str(&s)
+        let mut c: ModelConfig = serde_json::from_str(&s)
             .map_err(|e| JudgeError::Load(format!("{}: {e}", p.display())))?;
+        if let Some(rp) = c.rope_parameters.take() {
+            if let Some(theta) = rp.rope_theta {
+                c.rope_theta = theta;
+            }
+            if c.rope_scaling.is_none() {
+                c.rope_scaling = Some(rp.scaling);
+            }
+        }
         if !matches!(c.model_type.as_str(), "llama" | "mistral" | "qwen2") {
             return Err(JudgeError::Load(format!(
                 "model_type {:?} is not supported (llama, mistral, qwen2)",
@@ -482,4 +506,48 @@ pub fn ids_tensor(rows: &[Vec<u32>], pad: u32, device: &Device) -> candle_core::
         flat.extend(std::iter::repeat_n(pad, t - r.len()));
     }
     Tensor::from_vec(flat, (rows.len(), t), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: serde_json::Value) -> ModelConfig {
+        let mut v = serde_json::json!({"model_type": "llama", "vocab_size": 10, "hidden_size": 8,
+            "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "max_position_embeddings": 64, "rms_norm_eps": 1e-6});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "stepkto-cfg-{}-{}",
+            std::process::id(),
+            v.to_string().len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), v.to_string()).unwrap();
+        let c = ModelConfig::read(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+        c
+    }
+
+    /// transformers 5 nests theta and scaling under `rope_parameters`; both spellings agree.
+    #[test]
+    fn rope_parameters_read_like_rope_theta_and_scaling() {
+        let old = config(
+            serde_json::json!({"rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3",
+            "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}),
+        );
+        let new = config(
+            serde_json::json!({"rope_parameters": {"rope_theta": 500000.0, "rope_type": "llama3",
+            "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}),
+        );
+        assert_eq!(new.rope_theta, 500000.0);
+        assert_eq!(old.inv_freq().unwrap(), new.inv_freq().unwrap());
+        let plain = config(
+            serde_json::json!({"rope_parameters": {"rope_theta": 1000.0, "rope_type": "default"}}),
+        );
+        assert_eq!(plain.rope_theta, 1000.0);
+        assert_eq!(plain.inv_freq().unwrap()[0], 1.0);
+    }
 }
