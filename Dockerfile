@@ -6,6 +6,9 @@ COPY src src
 COPY migrations migrations
 COPY static static
 COPY openapi openapi
+# Cargo.toml names the bench target; its file (and the test helper it includes) must exist.
+COPY benches benches
+COPY tests tests
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim
