@@ -190,6 +190,13 @@ fn loading_errors_say_what_is_wrong() {
     };
     let err = Prm::load(&spec, &Device::Cpu).err().unwrap().to_string();
     assert!(err.contains("no model.safetensors"), "{err}");
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    std::fs::write(dir.join("tokenizer.model"), b"sp").unwrap();
+    let err = Prm::load(&spec, &Device::Cpu).err().unwrap().to_string();
+    assert!(
+        err.contains("no tokenizer.json") && err.contains("save_pretrained"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

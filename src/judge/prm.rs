@@ -130,6 +130,15 @@ impl Prm {
         let config = ModelConfig::read(dir)?;
         let recipe = recipe::resolve(spec.recipe.as_deref(), &config.architectures)?;
         let tok_path = dir.join("tokenizer.json");
+        if !tok_path.is_file() {
+            let hint = if dir.join("tokenizer.model").is_file() {
+                " (only a sentencepiece tokenizer.model is there: write tokenizer.json once with \
+                 `AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)` from transformers)"
+            } else {
+                ""
+            };
+            return Err(load_err(dir, format!("no tokenizer.json{hint}")));
+        }
         let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| load_err(&tok_path, e))?;
         let chat = ChatTemplate::load(dir, recipe.fallback_template)?;
         let ids = recipe.ids(&tokenizer)?;
