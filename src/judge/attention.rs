@@ -77,6 +77,49 @@ impl InplaceOp1 for MaskedSoftmax {
     }
 }
 
+/// Attention for chosen query rows only (the last layer of a PRM, read at a few positions).
+/// `q`: (1, heads, n, head_dim), one row per entry of `reads` (flat `item * len + position`);
+/// `k`, `v`: (batch, kv_heads, len, head_dim). Returns (1, heads, n, head_dim).
+pub fn rows(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    reads: &[u32],
+    window: Option<usize>,
+) -> Result<Tensor> {
+    let (_, nh, n, hd) = q.dims4()?;
+    let (_, nkv, t, _) = k.dims4()?;
+    let rep = nh / nkv;
+    let w = window.unwrap_or(usize::MAX);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let q = q.flatten_all()?.to_vec1::<f32>()?;
+    let k = k.flatten_all()?.to_vec1::<f32>()?;
+    let v = v.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; nh * n * hd];
+    out.par_chunks_mut(hd).enumerate().for_each(|(hr, o)| {
+        let (head, r) = (hr / n, hr % n);
+        let (item, p) = (reads[r] as usize / t, reads[r] as usize % t);
+        let base = (item * nkv + head / rep) * t * hd;
+        let first = (p + 1).saturating_sub(w);
+        let qi = &q[hr * hd..(hr + 1) * hd];
+        let mut s: Vec<f32> = (first..=p)
+            .map(|j| {
+                let kj = &k[base + j * hd..base + (j + 1) * hd];
+                qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>()
+            })
+            .collect();
+        let len = s.len();
+        softmax_row(&mut s, 0, len, scale);
+        for (pj, j) in s.iter().zip(first..=p) {
+            let vj = &v[base + j * hd..base + (j + 1) * hd];
+            for (x, y) in o.iter_mut().zip(vj) {
+                *x += pj * y;
+            }
+        }
+    });
+    Tensor::from_vec(out, (1, nh, n, hd), &candle_core::Device::Cpu)
+}
+
 /// Softmax of `row[first..end] * scale` in place; the rest of the row (masked) becomes 0.
 fn softmax_row(row: &mut [f32], first: usize, end: usize, scale: f32) {
     #[cfg(target_arch = "x86_64")]
@@ -162,6 +205,37 @@ mod tests {
         }
         assert!(worst < 5e-7, "relative error {worst}");
         assert_eq!(exp_neg(-1000.0), exp_neg(-87.0));
+    }
+
+    /// Chosen rows give what the full causal attention gives at those rows.
+    #[test]
+    fn rows_match_the_full_kernel() {
+        let dev = Device::Cpu;
+        let (b, nh, nkv, t, hd) = (2, 4, 2, 300, 16);
+        let q = Tensor::randn(0f32, 1.0, (b, nh, t, hd), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (b, nkv, t, hd), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (b, nkv, t, hd), &dev).unwrap();
+        let reads: Vec<u32> = vec![0, 5, 299, 300 + 17, 300 + 280];
+        for window in [None, Some(40)] {
+            let full = causal(&q, &k, &v, window).unwrap();
+            let picked: Vec<Tensor> = reads
+                .iter()
+                .map(|&r| {
+                    let (i, p) = (r as usize / t, r as usize % t);
+                    q.narrow(0, i, 1).unwrap().narrow(2, p, 1).unwrap()
+                })
+                .collect();
+            let q_at = Tensor::cat(&picked, 2).unwrap();
+            let got = rows(&q_at, &k, &v, &reads, window).unwrap();
+            for (n, &r) in reads.iter().enumerate() {
+                let (i, p) = (r as usize / t, r as usize % t);
+                let want = full.narrow(0, i, 1).unwrap().narrow(2, p, 1).unwrap();
+                let have = got.narrow(2, n, 1).unwrap();
+                let d = (want - have).unwrap().abs().unwrap().flatten_all().unwrap();
+                let d = d.max(0).unwrap().to_scalar::<f32>().unwrap();
+                assert!(d < 1e-5, "row {r}, window {window:?}: {d}");
+            }
+        }
     }
 
     /// The fused kernel against the dense masked formula, with GQA and a window.

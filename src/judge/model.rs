@@ -323,6 +323,71 @@ impl Decoder {
         self.embed.embeddings()
     }
 
+    /// Hidden states after the final norm at `reads` (flat `row * len + position` indices
+    /// into right-padded `ids`), `(reads, hidden)`.
+    ///
+    /// On the CPU the last layer runs only at those rows: its keys and values are needed at
+    /// every position, but its queries, attention output and MLP only where a score is read
+    /// (one layer in `num_hidden_layers` of the work saved).
+    pub fn forward_at(&self, ids: &Tensor, reads: &[u32]) -> candle_core::Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let h = self.config.hidden_size;
+        let idx = Tensor::new(reads, &self.device)?;
+        let fused = self.device.is_cpu() && self.embed.embeddings().dtype() == DType::F32;
+        let Some((last, rest)) = self.layers.split_last().filter(|_| fused) else {
+            return self
+                .forward(ids)?
+                .reshape((b * t, h))?
+                .index_select(&idx, 0);
+        };
+        let (cos, sin) = self.rotary(t)?;
+        let mut x = self.embed.forward(ids)?;
+        for l in rest {
+            x = self.layer(l, &x, &cos, &sin, None)?;
+        }
+        let a = &last.attn;
+        let (nh, nkv, hd) = (a.heads, a.kv_heads, a.head_dim);
+        let n = reads.len();
+        let y = candle_nn::ops::rms_norm(&x, &last.ln1, self.eps)?;
+        let split = |z: Tensor| z.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous();
+        let k = candle_nn::rotary_emb::rope(&split(a.k.forward(&y)?)?, &cos, &sin)?;
+        let v = split(a.v.forward(&y)?)?;
+        let y_at = y.reshape((b * t, h))?.index_select(&idx, 0)?;
+        let q = a.q.forward(&y_at)?.reshape((n, nh, hd))?.transpose(0, 1)?;
+        let q = q.contiguous()?.unsqueeze(0)?;
+        // rotary angles of each read row's own position
+        let pos = Tensor::new(
+            reads.iter().map(|r| r % t as u32).collect::<Vec<_>>(),
+            &self.device,
+        )?;
+        let q = candle_nn::rotary_emb::rope(
+            &q,
+            &cos.index_select(&pos, 0)?,
+            &sin.index_select(&pos, 0)?,
+        )?;
+        let att = super::attention::rows(&q, &k, &v, reads, self.window)?;
+        let att = att.squeeze(0)?.transpose(0, 1)?.reshape((n, nh * hd))?;
+        let x_at = (x.reshape((b * t, h))?.index_select(&idx, 0)? + a.o.forward(&att)?)?;
+        let y = candle_nn::ops::rms_norm(&x_at, &last.ln2, self.eps)?;
+        let x_at = (&x_at + last.mlp.forward(&y)?)?;
+        candle_nn::ops::rms_norm(&x_at, &self.norm, self.eps)
+    }
+
+    fn layer(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let y = candle_nn::ops::rms_norm(x, &l.ln1, self.eps)?;
+        let y = l.attn.forward(&y, cos, sin, mask, self.window)?;
+        let x1 = (x + y)?;
+        let y = candle_nn::ops::rms_norm(&x1, &l.ln2, self.eps)?;
+        &x1 + l.mlp.forward(&y)?
+    }
+
     /// Hidden states after the final norm, `(batch, len, hidden)`, for right-padded ids.
     pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         let (_, t) = ids.dims2()?;
@@ -332,16 +397,7 @@ impl Decoder {
         let mask = if fused { None } else { Some(self.mask(t)?) };
         let mut x = self.embed.forward(ids)?;
         for l in &self.layers {
-            let r = x.clone();
-            let y = candle_nn::ops::rms_norm(&x, &l.ln1, self.eps)?;
-            let y = l.attn.forward(&y, &cos, &sin, mask.as_ref(), self.window)?;
-            let x1 = (r + y)?;
-            let y = candle_nn::ops::rms_norm(&x1, &l.ln2, self.eps)?;
-            let y = l
-                .mlp
-                .down
-                .forward(&(l.mlp.gate.forward(&y)?.silu()? * l.mlp.up.forward(&y)?)?)?;
-            x = (x1 + y)?;
+            x = self.layer(l, &x, &cos, &sin, mask.as_ref())?;
         }
         candle_nn::ops::rms_norm(&x, &self.norm, self.eps)
     }
@@ -375,6 +431,13 @@ impl Decoder {
             })
             .collect();
         Tensor::from_vec(m, (t, t), &self.device)?.to_dtype(self.embed.embeddings().dtype())
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.down
+            .forward(&(self.gate.forward(x)?.silu()? * self.up.forward(x)?)?)
     }
 }
 
@@ -482,19 +545,6 @@ impl Head {
         };
         p.flatten_all()?.to_dtype(DType::F32)?.to_vec1()
     }
-}
-
-/// Gather rows `(batch * len, hidden)` at flat positions, then score them.
-pub fn scores_at(
-    hidden: &Tensor,
-    flat_positions: &[u32],
-    head: &Head,
-) -> candle_core::Result<Vec<f32>> {
-    let (b, t, h) = hidden.dims3()?;
-    let flat = hidden.reshape((b * t, h))?;
-    let idx = Tensor::new(flat_positions, hidden.device())?;
-    let rows = flat.index_select(&idx, 0)?;
-    head.scores(&rows)
 }
 
 /// Right-pad token rows to one `(batch, len)` tensor.

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use super::JudgeError;
-use super::model::{Decoder, Head, ModelConfig, ids_tensor, scores_at};
+use super::model::{Decoder, Head, ModelConfig, ids_tensor};
 use super::recipe::{self, ChatTemplate, HeadKind, Recipe, RecipeIds, Tokenized};
 
 /// What `--model [NAME=]DIR` and `--recipe` name.
@@ -217,7 +217,6 @@ impl Prm {
         let rows: Vec<Vec<u32>> = batch.iter().map(|t| t.ids.clone()).collect();
         let ids = ids_tensor(&rows, 0, self.decoder.device()).map_err(be)?;
         let len = ids.dims()[1];
-        let hidden = self.decoder.forward(&ids).map_err(be)?;
         let flat: Vec<u32> = batch
             .iter()
             .enumerate()
@@ -226,7 +225,8 @@ impl Prm {
         if flat.is_empty() {
             return Ok(batch.iter().map(|_| Vec::new()).collect());
         }
-        let scores = scores_at(&hidden, &flat, &self.head).map_err(be)?;
+        let hidden = self.decoder.forward_at(&ids, &flat).map_err(be)?;
+        let scores = self.head.scores(&hidden).map_err(be)?;
         let mut out = Vec::with_capacity(batch.len());
         let mut it = scores.into_iter();
         for t in batch {
