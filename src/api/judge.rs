@@ -1,6 +1,7 @@
 //! `POST /v1/judge` and `GET /v1/models`: per-step verdicts from a step judge. The
 //! `symbolic` judge (exact checks of the math in each step) is always loaded and is the
-//! default; PRM models will be listed beside it.
+//! default; PRMs loaded with `serve --model` are listed beside it, and their answers carry
+//! the symbolic check of every step too.
 
 use std::sync::Arc;
 
