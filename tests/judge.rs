@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Db, db_url, get, post, spawn_app};
+use common::{Db, db_url, get, post, run_cli, run_ok, spawn_app};
 use serde_json::{Value, json};
 use stepkto::config::Limits;
 use stepkto::judge::{first_wrong, judge_steps};
@@ -118,26 +118,13 @@ async fn judge_over_http_postgres() {
     judge_over_http(Db::Postgres).await;
 }
 
-fn run(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stepkto"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn judge_and_eval_commands() {
     let sample = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/processbench_sample.jsonl"
     );
-    let pb = run(&[
+    let pb = run_ok(&[
         "eval",
         "processbench",
         "--input",
@@ -147,13 +134,13 @@ fn judge_and_eval_commands() {
     ]);
     assert!(pb.contains("accuracy on correct samples:   100.0%"), "{pb}");
     assert!(pb.contains("false alarms (a step flagged before the first error, or in a correct sample): 0 = 0.00% of samples"), "{pb}");
-    let fs = run(&["eval", "flawed-steps", "--input", sample]);
+    let fs = run_ok(&["eval", "flawed-steps", "--input", sample]);
     assert!(
         fs.contains("solutions with a correct final answer: 116"),
         "{fs}"
     );
     assert!(fs.contains("flawed-step rate: 14.7%"), "{fs}");
-    let out = run(&["judge", "--model", "symbolic", "--input", sample]);
+    let out = run_ok(&["judge", "--model", "symbolic", "--input", sample]);
     let lines: Vec<Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -164,10 +151,7 @@ fn judge_and_eval_commands() {
             .iter()
             .all(|l| l["steps"].is_array() && l["first_wrong_step"].is_i64())
     );
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_stepkto"))
-        .args(["judge", "--model", "/no/such/prm", "--input", sample])
-        .output()
-        .unwrap();
+    let bad = run_cli(&["judge", "--model", "/no/such/prm", "--input", sample]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/no/such/prm does not exist"));
 }

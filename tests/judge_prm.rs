@@ -9,19 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use common::{Db, db_url, get, post, spawn_app_with, tiny};
+use common::{Db, db_url, get, post, run_ok, spawn_app_with, tiny};
 use serde_json::{Value, json};
 use stepkto::config::Limits;
 use stepkto::devices::DevicePool;
 use stepkto::judge::Judges;
 use stepkto::judge::batcher::{BatchConfig, Batcher};
 use stepkto::judge::prm::{ModelSpec, Prm};
-
-fn checkpoint(recipe: &str) -> std::path::PathBuf {
-    let dir = tiny::temp_dir(recipe);
-    tiny::write_checkpoint(recipe, &dir, false);
-    dir
-}
 
 fn judges(
     dir: &std::path::Path,
@@ -38,14 +32,6 @@ fn judges(
     (Judges::load(&[spec], &pool, cfg).unwrap(), pool)
 }
 
-fn expected() -> Value {
-    let p = tiny::fixture("qwen-prm")
-        .parent()
-        .unwrap()
-        .join("expected.json");
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
 const CFG: BatchConfig = BatchConfig {
     max_batch_tokens: 16384,
     max_queue: 64,
@@ -53,7 +39,7 @@ const CFG: BatchConfig = BatchConfig {
 
 async fn prm_over_http(db: Db) {
     let Some(url) = db_url(db).await else { return };
-    let dir = checkpoint("qwen-prm");
+    let dir = tiny::checkpoint("qwen-prm");
     let app = spawn_app_with(Some(url), Limits::default(), judges(&dir, CFG, None)).await;
     let models = get(app.addr, "/v1/models").await.json();
     assert_eq!(models[1]["id"], "tiny");
@@ -61,7 +47,7 @@ async fn prm_over_http(db: Db) {
     assert_eq!(models[1]["device"], "cpu");
     assert_eq!(models[1]["weights_sha256"].as_str().unwrap().len(), 64);
 
-    let e = expected();
+    let e = tiny::expected();
     let items: Vec<Value> = e["items"]
         .as_array()
         .unwrap()
@@ -139,7 +125,7 @@ fn long_item(words: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_share_forward_passes() {
-    let dir = checkpoint("qwen-prm");
+    let dir = tiny::checkpoint("qwen-prm");
     let app = spawn_app_with(None, Limits::default(), judges(&dir, CFG, None)).await;
     let addr = app.addr;
     // A long item keeps the inference thread busy while eight small requests queue up
@@ -196,7 +182,7 @@ async fn concurrent_requests_share_forward_passes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_deadline_and_context_limits() {
-    let dir = checkpoint("qwen-prm");
+    let dir = tiny::checkpoint("qwen-prm");
     let cfg = BatchConfig {
         max_batch_tokens: 4096,
         max_queue: 2,
@@ -268,7 +254,7 @@ async fn full_queue_deadline_and_context_limits() {
 
 #[test]
 fn items_whose_client_left_are_dropped_unscored() {
-    let dir = checkpoint("qwen-prm");
+    let dir = tiny::checkpoint("qwen-prm");
     let spec = ModelSpec {
         name: Some("tiny".into()),
         dir: dir.clone(),
@@ -303,9 +289,9 @@ fn items_whose_client_left_are_dropped_unscored() {
 
 #[test]
 fn cli_judges_and_evaluates_with_a_checkpoint() {
-    let dir = checkpoint("math-shepherd");
+    let dir = tiny::checkpoint("math-shepherd");
     let input = tiny::temp_dir("cli").join("in.jsonl");
-    let e = expected();
+    let e = tiny::expected();
     let lines: Vec<String> = e["items"]
         .as_array()
         .unwrap()
@@ -317,25 +303,16 @@ fn cli_judges_and_evaluates_with_a_checkpoint() {
         .chain(["not json".to_string()])
         .collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stepkto"))
-        .args([
-            "judge",
-            "--model",
-            dir.to_str().unwrap(),
-            "--recipe",
-            "math-shepherd",
-            "--input",
-        ])
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
+    let (dir_s, input_s) = (dir.to_str().unwrap(), input.to_str().unwrap());
+    let recipe = [
+        "--model",
+        dir_s,
+        "--recipe",
+        "math-shepherd",
+        "--input",
+        input_s,
+    ];
+    let got: Vec<Value> = run_ok(&[&["judge"], &recipe[..]].concat())
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -354,25 +331,7 @@ fn cli_judges_and_evaluates_with_a_checkpoint() {
             assert!((s["score"].as_f64().unwrap() - w.as_f64().unwrap()).abs() <= 1e-4);
         }
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stepkto"))
-        .args([
-            "eval",
-            "processbench",
-            "--model",
-            dir.to_str().unwrap(),
-            "--recipe",
-            "math-shepherd",
-            "--input",
-        ])
-        .arg(&input)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = run_ok(&[&["eval", "processbench"], &recipe[..]].concat());
     // The tiny model's scores are all below 0.5 (see expected.json): every correct sample
     // is flagged at step 0.
     assert!(

@@ -13,12 +13,6 @@ use serde_json::Value;
 use stepkto::judge::JudgeError;
 use stepkto::judge::prm::{ModelSpec, Prm};
 
-fn expected() -> Value {
-    let p = tiny::fixture("expected.json");
-    let p = p.parent().unwrap().join("expected.json");
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
 fn load(recipe: &str, sharded: bool, named: bool) -> (Prm, PathBuf) {
     let dir = tiny::temp_dir(recipe);
     tiny::write_checkpoint(recipe, &dir, sharded);
@@ -51,7 +45,7 @@ fn items(e: &Value) -> Vec<(String, Vec<String>)> {
 
 /// Max |ours - reference| over all steps of all items, scoring each item alone.
 fn check_recipe(recipe: &str, named: bool, sharded: bool) {
-    let e = expected();
+    let e = tiny::expected();
     let (prm, dir) = load(recipe, sharded, named);
     assert_eq!(prm.recipe.name, recipe);
     let want = e["recipes"][recipe].as_array().unwrap();
@@ -102,7 +96,7 @@ fn sharded_checkpoint_loads_the_same_weights() {
 
 #[test]
 fn a_batch_scores_like_its_items_alone() {
-    let e = expected();
+    let e = tiny::expected();
     for recipe in ["qwen-prm", "math-shepherd", "rlhflow", "value-head"] {
         let (prm, dir) = load(recipe, false, true);
         let toks: Vec<_> = items(&e)
@@ -128,8 +122,7 @@ fn a_batch_scores_like_its_items_alone() {
 
 #[test]
 fn over_long_inputs_are_refused_with_the_limit() {
-    let dir = tiny::temp_dir("ctx");
-    tiny::write_checkpoint("qwen-prm", &dir, false);
+    let dir = tiny::checkpoint("qwen-prm");
     let spec = ModelSpec {
         name: None,
         dir: dir.clone(),
@@ -169,8 +162,7 @@ fn loading_errors_say_what_is_wrong() {
     );
 
     // A causal LM does not say which recipe it wants.
-    let dir = tiny::temp_dir("norecipe");
-    tiny::write_checkpoint("rlhflow", &dir, false);
+    let dir = tiny::checkpoint("rlhflow");
     let spec = ModelSpec::parse(dir.to_str().unwrap());
     let err = Prm::load(&spec, &Device::Cpu).err().unwrap().to_string();
     assert!(err.contains("pass --recipe"), "{err}");

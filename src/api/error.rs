@@ -63,17 +63,6 @@ impl ApiError {
         }
     }
 
-    /// The error an item-level body stands for (the inverse of [`ApiError::body`]).
-    pub fn from_body(b: ErrorBody) -> ApiError {
-        match b.error_type.as_str() {
-            "too_large" => ApiError::TooLarge(b.error),
-            "overloaded" => ApiError::Overloaded(b.error),
-            "not_ready" => ApiError::NotReady(b.error),
-            "internal" | "backend" => ApiError::Internal(b.error),
-            _ => ApiError::Validation(b.error),
-        }
-    }
-
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
             error: self.to_string(),

@@ -152,6 +152,8 @@ pub async fn models(State(st): State<Arc<AppState>>) -> Json<Vec<ModelInfo>> {
 
 /// A parsed item: its id, problem, steps and cache key.
 type Parsed = (Option<Value>, String, Vec<String>, String);
+/// An item that gets an error instead of a result: its id and the error.
+type ItemError = (Option<Value>, ApiError);
 
 fn aggregate(scores: &[f64]) -> Aggregate {
     if scores.is_empty() {
@@ -226,15 +228,12 @@ pub async fn judge(
     })?;
     let budget = st.limits.budget;
     // Parse and size-check each item; a bad one becomes its own error.
-    let parsed: Vec<Result<Parsed, JudgeItemError>> = req
+    let parsed: Vec<Result<Parsed, ItemError>> = req
         .items
         .into_iter()
         .map(|v| {
             let id = v.get("id").cloned();
-            let err = |e: ApiError| JudgeItemError {
-                id: id.clone(),
-                error: e.body(),
-            };
+            let err = |e: ApiError| (id.clone(), e);
             let it: JudgeItem =
                 serde_json::from_value(v).map_err(|e| err(ApiError::Validation(e.to_string())))?;
             let steps = match (it.steps, it.solution) {
@@ -297,20 +296,14 @@ pub async fn judge(
     let mut fresh: std::collections::HashMap<usize, Result<JudgeResult, ApiError>> =
         computed.into_iter().collect();
     let mut to_store = Vec::new();
-    let mut items = Vec::with_capacity(parsed.len());
+    let mut answers: Vec<Result<JudgeResult, ItemError>> = Vec::with_capacity(parsed.len());
     for (i, r) in parsed.into_iter().enumerate() {
-        let v = match r {
-            Err(e) => serde_json::to_value(e),
+        let answer = match r {
+            Err(e) => Err(e),
             Ok((id, _, _, key)) => {
                 let res = match fresh.remove(&i) {
                     Some(Err(e)) => {
-                        items.push(
-                            serde_json::to_value(JudgeItemError {
-                                id,
-                                error: e.body(),
-                            })
-                            .map_err(|e| ApiError::Internal(e.to_string()))?,
-                        );
+                        answers.push(Err((id, e)));
                         continue;
                     }
                     Some(Ok(res)) => {
@@ -331,19 +324,29 @@ pub async fn judge(
                         res
                     }
                 };
-                serde_json::to_value(JudgeResult { id, ..res })
+                Ok(JudgeResult { id, ..res })
             }
         };
-        items.push(v.map_err(|e| ApiError::Internal(e.to_string()))?);
+        answers.push(answer);
     }
     work::cache_store(&st, "judge", &engine, &to_store).await;
     // One item is not a batch: its error is the response's (413 over the context, 422...).
-    if let [only] = &items[..]
-        && let Some(e) = only.get("error")
-        && let Ok(body) = serde_json::from_value::<ErrorBody>(e.clone())
+    if let [Err(_)] = answers.as_slice()
+        && let Some(Err((_, e))) = answers.pop()
     {
-        return Err(ApiError::from_body(body));
+        return Err(e);
     }
+    let items = answers
+        .into_iter()
+        .map(|a| match a {
+            Ok(res) => serde_json::to_value(res),
+            Err((id, e)) => serde_json::to_value(JudgeItemError {
+                id,
+                error: e.body(),
+            }),
+        })
+        .collect::<Result<Vec<Value>, _>>()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(JudgeResponse { model, items }))
 }
 
@@ -427,11 +430,7 @@ async fn prm_judge(
                 Ok(result(
                     s.iter()
                         .zip(sym)
-                        .map(|(&p, symbolic)| StepVerdict {
-                            score: p as f64,
-                            label: p as f64 >= threshold,
-                            symbolic,
-                        })
+                        .map(|(&p, symbolic)| StepVerdict::new(p as f64, threshold, symbolic))
                         .collect(),
                 ))
             });

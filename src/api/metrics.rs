@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::judge::Judges;
-use crate::judge::batcher::BatchStats;
+use crate::judge::batcher::Batcher;
 
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -142,77 +142,71 @@ impl Metrics {
 /// Per-PRM batching counters: batches vs items shows how much requests were batched.
 pub fn render_judges(judges: &Judges) -> String {
     let mut s = String::new();
-    let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    type Pick = fn(&BatchStats) -> &AtomicU64;
-    let series: [(&str, &str, Pick); 9] = [
+    fn c(a: &AtomicU64) -> u64 {
+        a.load(Ordering::Relaxed)
+    }
+    type Read = fn(&Batcher) -> u64;
+    let series: [(&str, &str, Read); 10] = [
         ("stepkto_prm_batches_total", "Forward passes run.", |b| {
-            &b.batches
+            c(&b.stats.batches)
         }),
         (
             "stepkto_prm_batch_items_total",
             "Items scored (sum of batch sizes).",
-            |b| &b.items,
+            |b| c(&b.stats.items),
         ),
         (
             "stepkto_prm_padded_tokens_total",
             "Tokens computed, padding included.",
-            |b| &b.padded_tokens,
+            |b| c(&b.stats.padded_tokens),
         ),
         (
             "stepkto_prm_tokens_total",
             "Tokens of the items scored.",
-            |b| &b.real_tokens,
+            |b| c(&b.stats.real_tokens),
         ),
         (
             "stepkto_prm_largest_batch_items",
             "Most items in one forward pass.",
-            |b| &b.largest_batch,
+            |b| c(&b.stats.largest_batch),
         ),
         (
             "stepkto_prm_dropped_client_gone_total",
             "Items dropped because their client went away.",
-            |b| &b.dropped_client_gone,
+            |b| c(&b.stats.dropped_client_gone),
         ),
         (
             "stepkto_prm_dropped_deadline_total",
             "Items dropped because their deadline passed.",
-            |b| &b.dropped_deadline,
+            |b| c(&b.stats.dropped_deadline),
         ),
         (
             "stepkto_prm_rejected_queue_full_total",
             "Requests refused with 429 (queue full).",
-            |b| &b.rejected_full,
+            |b| c(&b.stats.rejected_full),
         ),
         (
             "stepkto_prm_busy_microseconds_total",
             "Time spent in forward passes.",
-            |b| &b.busy_us,
+            |b| c(&b.stats.busy_us),
+        ),
+        (
+            "stepkto_prm_queue_items",
+            "Items waiting for a forward pass.",
+            |b| b.queue_depth() as u64,
         ),
     ];
-    for (name, help, pick) in series {
-        let _ = writeln!(s, "# HELP {name} {help}");
+    for (name, help, read) in series {
         let kind = if name.ends_with("_total") {
             "counter"
         } else {
             "gauge"
         };
+        let _ = writeln!(s, "# HELP {name} {help}");
         let _ = writeln!(s, "# TYPE {name} {kind}");
         for b in &judges.prms {
-            let _ = writeln!(s, "{name}{{model=\"{}\"}} {}", b.prm.id, g(pick(&b.stats)));
+            let _ = writeln!(s, "{name}{{model=\"{}\"}} {}", b.prm.id, read(b));
         }
-    }
-    let _ = writeln!(
-        s,
-        "# HELP stepkto_prm_queue_items Items waiting for a forward pass."
-    );
-    let _ = writeln!(s, "# TYPE stepkto_prm_queue_items gauge");
-    for b in &judges.prms {
-        let _ = writeln!(
-            s,
-            "stepkto_prm_queue_items{{model=\"{}\"}} {}",
-            b.prm.id,
-            b.queue_depth()
-        );
     }
     s
 }

@@ -5,7 +5,7 @@
 //! already uses), with an exponential written to vectorise; on x86-64 it is compiled a second
 //! time with AVX2 and picked at run time.
 
-use candle_core::{CpuStorage, InplaceOp1, Layout, Result, Tensor};
+use candle_core::{CpuStorage, Device, InplaceOp1, Layout, Result, Tensor};
 use rayon::prelude::*;
 
 /// Query rows per block: scores for a block are one matrix product against the keys up to
@@ -39,6 +39,25 @@ pub fn causal(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>) -> Resu
         blocks.push(p.matmul(&vb)?.reshape((b, nkv, rep, n, hd))?);
     }
     Tensor::cat(&blocks, 3)?.reshape((b, nh, t, hd))
+}
+
+/// The additive mask `(len, len)` of dense causal attention: 0 where query `i` may see key
+/// `j` (at or before it, and fewer than `window` back), -inf elsewhere. The kernels here apply
+/// the same rule without building it; it is for the dense path (CUDA) and for checking them.
+pub fn causal_mask(t: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
+    let w = window.unwrap_or(usize::MAX);
+    let m: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..t).map(move |j| {
+                if j > i || i - j >= w {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(m, (t, t), device)
 }
 
 /// The causal softmax of one block of scores, in place (no copy of the block): rows are
@@ -117,7 +136,7 @@ pub fn rows(
             }
         }
     });
-    Tensor::from_vec(out, (1, nh, n, hd), &candle_core::Device::Cpu)
+    Tensor::from_vec(out, (1, nh, n, hd), &Device::Cpu)
 }
 
 /// Softmax of `row[first..end] * scale` in place; the rest of the row (masked) becomes 0.
@@ -193,7 +212,6 @@ pub fn exp_neg(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
     #[test]
     fn exp_is_accurate_on_softmax_arguments() {
@@ -248,19 +266,7 @@ mod tests {
         let v = Tensor::randn(0f32, 1.0, (b, nkv, t, hd), &dev).unwrap();
         for window in [None, Some(5)] {
             let got = causal(&q, &k, &v, window).unwrap();
-            let w = window.unwrap_or(usize::MAX);
-            let mask: Vec<f32> = (0..t)
-                .flat_map(|i| {
-                    (0..t).map(move |j| {
-                        if j > i || i - j >= w {
-                            f32::NEG_INFINITY
-                        } else {
-                            0.0
-                        }
-                    })
-                })
-                .collect();
-            let mask = Tensor::from_vec(mask, (t, t), &dev).unwrap();
+            let mask = causal_mask(t, window, &dev).unwrap();
             let rep = nh / nkv;
             let kk = k
                 .unsqueeze(2)

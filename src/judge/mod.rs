@@ -70,6 +70,17 @@ pub struct StepVerdict {
     pub symbolic: SymbolicCheck,
 }
 
+impl StepVerdict {
+    /// A step is labelled correct when its score reaches the threshold.
+    pub fn new(score: f64, threshold: f64, symbolic: SymbolicCheck) -> StepVerdict {
+        StepVerdict {
+            score,
+            label: score >= threshold,
+            symbolic,
+        }
+    }
+}
+
 /// The loaded PRMs, each behind its batcher on a leased device. `symbolic` is not in here:
 /// it needs no loading and is always available.
 #[derive(Default)]
@@ -127,11 +138,7 @@ pub fn with_scores(
     scores
         .iter()
         .zip(steps)
-        .map(|(&p, s)| StepVerdict {
-            score: p as f64,
-            label: p as f64 >= threshold,
-            symbolic: symbolic::check_step(s, budget),
-        })
+        .map(|(&p, s)| StepVerdict::new(p as f64, threshold, symbolic::check_step(s, budget)))
         .collect()
 }
 
@@ -187,11 +194,7 @@ pub fn judge_steps(steps: &[String], threshold: f64, budget: &Budget) -> Vec<Ste
                 Status::Refuted => 0.0,
                 Status::Unknown => 0.5,
             };
-            StepVerdict {
-                score,
-                label: score >= threshold,
-                symbolic,
-            }
+            StepVerdict::new(score, threshold, symbolic)
         })
         .collect()
 }

@@ -333,8 +333,7 @@ impl Decoder {
         let (b, t) = ids.dims2()?;
         let h = self.config.hidden_size;
         let idx = Tensor::new(reads, &self.device)?;
-        let fused = self.device.is_cpu() && self.embed.embeddings().dtype() == DType::F32;
-        let Some((last, rest)) = self.layers.split_last().filter(|_| fused) else {
+        let Some((last, rest)) = self.layers.split_last().filter(|_| self.fused()) else {
             return self
                 .forward(ids)?
                 .reshape((b * t, h))?
@@ -392,9 +391,11 @@ impl Decoder {
     pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         let (_, t) = ids.dims2()?;
         let (cos, sin) = self.rotary(t)?;
-        // CPU f32 runs the fused causal kernel, which needs no mask.
-        let fused = self.device.is_cpu() && self.embed.embeddings().dtype() == DType::F32;
-        let mask = if fused { None } else { Some(self.mask(t)?) };
+        let mask = if self.fused() {
+            None
+        } else {
+            Some(self.mask(t)?)
+        };
         let mut x = self.embed.forward(ids)?;
         for l in &self.layers {
             x = self.layer(l, &x, &cos, &sin, mask.as_ref())?;
@@ -416,21 +417,15 @@ impl Decoder {
         Ok((ang.cos()?.to_dtype(dt)?, ang.sin()?.to_dtype(dt)?))
     }
 
-    /// Additive causal mask `(len, len)`, with Mistral's sliding window when set.
+    /// Additive causal mask for the dense attention path, in the model's dtype.
     fn mask(&self, t: usize) -> candle_core::Result<Tensor> {
-        let w = self.window.unwrap_or(usize::MAX);
-        let m: Vec<f32> = (0..t)
-            .flat_map(|i| {
-                (0..t).map(move |j| {
-                    if j > i || i - j >= w {
-                        f32::NEG_INFINITY
-                    } else {
-                        0.0
-                    }
-                })
-            })
-            .collect();
-        Tensor::from_vec(m, (t, t), &self.device)?.to_dtype(self.embed.embeddings().dtype())
+        super::attention::causal_mask(t, self.window, &self.device)?
+            .to_dtype(self.embed.embeddings().dtype())
+    }
+
+    /// CPU f32 runs the fused causal kernels (no mask, last layer only at the read rows).
+    fn fused(&self) -> bool {
+        self.device.is_cpu() && self.embed.embeddings().dtype() == DType::F32
     }
 }
 
@@ -548,8 +543,8 @@ impl Head {
 }
 
 /// Right-pad token rows to one `(batch, len)` tensor.
-pub fn ids_tensor(rows: &[Vec<u32>], pad: u32, device: &Device) -> candle_core::Result<Tensor> {
-    let t = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+pub fn ids_tensor(rows: &[&[u32]], pad: u32, device: &Device) -> candle_core::Result<Tensor> {
+    let t = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
     let mut flat = Vec::with_capacity(rows.len() * t);
     for r in rows {
         flat.extend_from_slice(r);

@@ -86,8 +86,8 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, JudgeError> {
 }
 
 /// A fingerprint of the checkpoint that is cheap for multi-gigabyte weights: the config and
-/// tokenizer in full, and per weight file its size, its safetensors header (names, shapes,
-/// offsets) and 16 evenly spaced 64 KiB samples. Two fine-tunes of one architecture differ
+/// tokenizer in full, and per weight file its size and 16 evenly spaced 64 KiB samples (the
+/// first one starts with the safetensors header). Two fine-tunes of one architecture differ
 /// in every sample.
 fn fingerprint(dir: &Path, files: &[PathBuf]) -> Result<String, JudgeError> {
     let mut h = Sha256::new();
@@ -214,7 +214,10 @@ impl Prm {
     /// Scores of each item's steps; the items are right-padded into one forward pass.
     pub fn score(&self, batch: &[&Tokenized]) -> Result<Vec<Vec<f32>>, JudgeError> {
         let be = |e: candle_core::Error| JudgeError::Backend(e.to_string());
-        let rows: Vec<Vec<u32>> = batch.iter().map(|t| t.ids.clone()).collect();
+        if batch.iter().all(|t| t.reads.is_empty()) {
+            return Ok(batch.iter().map(|_| Vec::new()).collect());
+        }
+        let rows: Vec<&[u32]> = batch.iter().map(|t| t.ids.as_slice()).collect();
         let ids = ids_tensor(&rows, 0, self.decoder.device()).map_err(be)?;
         let len = ids.dims()[1];
         let flat: Vec<u32> = batch
@@ -222,9 +225,6 @@ impl Prm {
             .enumerate()
             .flat_map(|(b, t)| t.reads.iter().map(move |&p| (b * len + p) as u32))
             .collect();
-        if flat.is_empty() {
-            return Ok(batch.iter().map(|_| Vec::new()).collect());
-        }
         let hidden = self.decoder.forward_at(&ids, &flat).map_err(be)?;
         let scores = self.head.scores(&hidden).map_err(be)?;
         let mut out = Vec::with_capacity(batch.len());

@@ -325,39 +325,6 @@ fn format_date(fmt: &str, secs: i64) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{ChatTemplate, format_date};
-
-    /// Llama 3.2-style templates call strftime_now and raise_exception; both exist.
-    #[test]
-    fn templates_with_date_and_exception_calls_render() {
-        let dir = std::env::temp_dir().join(format!("stepkto-tmpl-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let tmpl = "{{ bos_token }}{% if messages|length == 0 %}{{ raise_exception('empty') }}{% endif %}Today: {{ strftime_now('%d %b %Y') }}\n{% for m in messages %}<{{ m.role }}>{{ m.content.strip() }}{% endfor %}";
-        let cfg = serde_json::json!({"chat_template": tmpl, "bos_token": {"content": "<s>"}});
-        std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string()).unwrap();
-        let t = ChatTemplate::load(&dir, None).unwrap().unwrap();
-        let out = t.render(&[("user", "  hi  ")]).unwrap();
-        assert!(out.starts_with("<s>Today: "), "{out}");
-        assert!(out.ends_with("<user>hi"), "{out}");
-        let err = t.render(&[]).unwrap_err().to_string();
-        assert!(err.contains("empty"), "{err}");
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn dates_format_like_python_strftime() {
-        // 2024-07-26 13:08:29 UTC (checked with Python's datetime)
-        assert_eq!(format_date("%d %b %Y", 1_722_000_000 - 691), "26 Jul 2024");
-        assert_eq!(
-            format_date("%Y-%m-%d %H:%M:%S %%", 1_721_999_309),
-            "2024-07-26 13:08:29 %"
-        );
-        assert_eq!(format_date("%d %B %y", 951_782_400), "29 February 00");
-    }
-}
-
 fn tmpl_err(e: minijinja::Error) -> JudgeError {
     JudgeError::Input(format!("chat template: {e}"))
 }
@@ -545,5 +512,38 @@ impl Recipe {
             ids: tids.to_vec(),
             reads,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ChatTemplate, format_date};
+
+    /// Llama 3.2-style templates call strftime_now and raise_exception; both exist.
+    #[test]
+    fn templates_with_date_and_exception_calls_render() {
+        let dir = std::env::temp_dir().join(format!("stepkto-tmpl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmpl = "{{ bos_token }}{% if messages|length == 0 %}{{ raise_exception('empty') }}{% endif %}Today: {{ strftime_now('%d %b %Y') }}\n{% for m in messages %}<{{ m.role }}>{{ m.content.strip() }}{% endfor %}";
+        let cfg = serde_json::json!({"chat_template": tmpl, "bos_token": {"content": "<s>"}});
+        std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string()).unwrap();
+        let t = ChatTemplate::load(&dir, None).unwrap().unwrap();
+        let out = t.render(&[("user", "  hi  ")]).unwrap();
+        assert!(out.starts_with("<s>Today: "), "{out}");
+        assert!(out.ends_with("<user>hi"), "{out}");
+        let err = t.render(&[]).unwrap_err().to_string();
+        assert!(err.contains("empty"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn dates_format_like_python_strftime() {
+        // 2024-07-26 13:08:29 UTC (checked with Python's datetime)
+        assert_eq!(format_date("%d %b %Y", 1_722_000_000 - 691), "26 Jul 2024");
+        assert_eq!(
+            format_date("%Y-%m-%d %H:%M:%S %%", 1_721_999_309),
+            "2024-07-26 13:08:29 %"
+        );
+        assert_eq!(format_date("%d %B %y", 951_782_400), "29 February 00");
     }
 }

@@ -204,3 +204,22 @@ fn hyper_util_io(stream: TcpStream) -> hyper_util::rt::TokioIo<TcpStream> {
     hyper_util::rt::TokioIo::new(stream)
 }
 pub mod tiny;
+
+/// Run the `stepkto` binary.
+pub fn run_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_stepkto"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Run the `stepkto` binary, which must succeed; its stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = run_cli(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

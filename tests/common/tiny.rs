@@ -54,6 +54,18 @@ pub fn fixture(recipe: &str) -> PathBuf {
         .join(recipe)
 }
 
+/// tests/data/prm/expected.json: the items and, per recipe, transformers' step scores.
+pub fn expected() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap()
+}
+
+/// A fresh temporary checkpoint for `recipe` (one safetensors file).
+pub fn checkpoint(recipe: &str) -> PathBuf {
+    let dir = temp_dir(recipe);
+    write_checkpoint(recipe, &dir, false);
+    dir
+}
+
 /// Tensor names and shapes of a checkpoint with `config` for `recipe`, as Hugging Face
 /// names them.
 pub fn tensors(recipe: &str, config: &serde_json::Value) -> Vec<(String, Vec<usize>)> {
