@@ -1,49 +1,208 @@
-//! Causal self-attention for CPU inference, in blocks of query rows: each block's scores
-//! are one matrix product against the keys it may see, so the upper triangle is skipped
-//! block by block (about half the work of a masked dense attention) and no `len x len`
-//! score matrix is ever allocated. The masked softmax runs in place on rayon (the pool candle
-//! already uses), with an exponential written to vectorise; on x86-64 it is compiled a second
-//! time with AVX2 and picked at run time.
+//! Causal self-attention for the packed CPU forward (`cpu.rs`), reading queries, keys and
+//! values in place from the fused `qkv` activations (one row per token, items end to end,
+//! no padding), plus the additive mask of the dense path used elsewhere (CUDA, bf16).
+//!
+//! Work is split into (item, kv head, block of query rows) tasks on rayon. A task stacks the
+//! query heads that share its kv head (grouped-query attention without copying keys per
+//! head), takes its scores as one matrix product against the keys its rows may see (so the
+//! upper triangle is skipped a block at a time and nothing of size `len x len` exists), runs
+//! the masked softmax in place and multiplies by the values.
 
-use candle_core::{CpuStorage, Device, InplaceOp1, Layout, Result, Tensor};
+use std::cell::RefCell;
+
+use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
-/// Query rows per block: scores for a block are one matrix product against the keys up to
-/// the block's end, so the work above the diagonal is skipped a block at a time.
-const BLOCK: usize = 256;
+use super::kernels::{View, exp_row, matmul, matmul_t, softmax_row};
 
-/// `q`: (batch, heads, len, head_dim); `k`, `v`: (batch, kv_heads, len, head_dim); f32 on
-/// the CPU. Returns (batch, heads, len, head_dim). A key is visible from query `i` when it is
-/// at or before `i` and, with a sliding `window`, fewer than `window` positions back.
-///
-/// Per block of query rows: scores = Q_block K[lo..end]^T (candle's matmul, all query heads
-/// that share a kv head stacked), then the causal softmax in place (rows in parallel), then
-/// P V[lo..end]. Nothing of size len x len is allocated.
-pub fn causal(q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>) -> Result<Tensor> {
-    let (b, nh, t, hd) = q.dims4()?;
-    let nkv = k.dims4()?.1;
-    let rep = nh / nkv;
-    let w = window.unwrap_or(usize::MAX);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let mut blocks = Vec::with_capacity(t.div_ceil(BLOCK));
-    for s in (0..t).step_by(BLOCK) {
-        let e = (s + BLOCK).min(t);
-        let n = e - s;
-        // keys the first row of the block may see onwards
-        let lo = (s + 1).saturating_sub(w);
-        let qb = q.narrow(2, s, n)?.reshape((b, nkv, rep * n, hd))?;
-        let kb = k.narrow(2, lo, e - lo)?;
-        let vb = v.narrow(2, lo, e - lo)?.contiguous()?;
-        let p = qb.matmul(&kb.t()?)?;
-        p.inplace_op1(&MaskedSoftmax { s, n, lo, w, scale })?;
-        blocks.push(p.matmul(&vb)?.reshape((b, nkv, rep, n, hd))?);
+/// Query rows per task: small enough that the part of the diagonal block above the diagonal
+/// (computed, then masked) stays a few percent of the work at PRM lengths, large enough
+/// (times the heads per kv head) for efficient products.
+const BLOCK: usize = 32;
+
+/// Shapes of the fused activations: `nq` query heads, then `nkv` key heads, then `nkv` value
+/// heads, each `hd` wide, in rows of `stride = (nq + 2 nkv) hd`.
+#[derive(Clone, Copy)]
+pub struct Heads {
+    pub nq: usize,
+    pub nkv: usize,
+    pub hd: usize,
+    /// A key is visible from query `i` when it is at or before `i` and fewer than `window`
+    /// positions back (`usize::MAX`: no window).
+    pub window: usize,
+}
+
+impl Heads {
+    pub fn stride(&self) -> usize {
+        (self.nq + 2 * self.nkv) * self.hd
     }
-    Tensor::cat(&blocks, 3)?.reshape((b, nh, t, hd))
+
+    fn rep(&self) -> usize {
+        self.nq / self.nkv
+    }
+
+    fn scale(&self) -> f32 {
+        1.0 / (self.hd as f32).sqrt()
+    }
+
+    /// Row `row`'s key (`kind` 0) or value (`kind` 1) view of kv head `g`.
+    fn kv(&self, qkv: &[f32], row: usize, g: usize, kind: usize) -> View {
+        View {
+            ptr: qkv[row * self.stride() + (self.nq + kind * self.nkv + g) * self.hd..].as_ptr(),
+            rs: self.stride(),
+        }
+    }
+}
+
+/// A pointer that tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: every task writes rows and head columns no other task writes.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn at(self, i: usize) -> *mut f32 {
+        // SAFETY (of callers): `i` is inside the buffer the pointer came from.
+        unsafe { self.0.add(i) }
+    }
+}
+
+thread_local! {
+    /// Per-thread scratch for stacked queries, scores and outputs (reused across tasks: fresh
+    /// allocations of this size would be fresh pages every time).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|s| {
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(&mut s[..len])
+    })
+}
+
+/// Attention over every row: `qkv` holds items of `lens` end to end (rotary positions already
+/// applied); writes `(rows, nq * hd)` into `out`.
+pub fn causal(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32]) {
+    let (rep, hd, a) = (d.rep(), d.hd, d.nq * d.hd);
+    assert_eq!(qkv.len(), lens.iter().sum::<usize>() * d.stride());
+    assert_eq!(out.len(), lens.iter().sum::<usize>() * a);
+    let mut tasks = Vec::new();
+    let mut off = 0;
+    for &len in lens {
+        for g in 0..d.nkv {
+            for s in (0..len).step_by(BLOCK) {
+                tasks.push((off, g, s, (s + BLOCK).min(len)));
+            }
+        }
+        off += len;
+    }
+    let dst = Shared(out.as_mut_ptr());
+    tasks.into_par_iter().for_each(|(off, g, s, e)| {
+        let nb = e - s;
+        let m = rep * nb;
+        // keys the block's first row may see onwards
+        let lo = (s + 1).saturating_sub(d.window);
+        let kl = e - lo;
+        with_scratch(m * (2 * hd + kl + 1), |buf| {
+            let (qs, rest) = buf.split_at_mut(m * hd);
+            let (sc, rest) = rest.split_at_mut(m * kl);
+            let (os, z) = rest.split_at_mut(m * hd);
+            for r in 0..rep {
+                let hq = g * rep + r;
+                for p in 0..nb {
+                    let src = (off + s + p) * d.stride() + hq * hd;
+                    qs[(r * nb + p) * hd..][..hd].copy_from_slice(&qkv[src..src + hd]);
+                }
+            }
+            let (k, v) = (d.kv(qkv, off + lo, g, 0), d.kv(qkv, off + lo, g, 1));
+            // SAFETY: `qs` is m x hd, the key view covers kl rows of hd from row off + lo,
+            // `sc` is m x kl; none overlap.
+            unsafe {
+                let q = View {
+                    ptr: qs.as_ptr(),
+                    rs: hd,
+                };
+                matmul_t(m, kl, hd, sc.as_mut_ptr(), kl, false, q, k, 1);
+            }
+            for (r, row) in sc.chunks_exact_mut(kl).enumerate() {
+                let i = s + r % nb;
+                let first = (i + 1).saturating_sub(d.window) - lo;
+                exp_row(row, first, i - lo + 1, d.scale(), &mut z[r]);
+            }
+            // SAFETY: `sc` is m x kl, the value view covers kl rows, `os` is m x hd.
+            unsafe {
+                let p = View {
+                    ptr: sc.as_ptr(),
+                    rs: kl,
+                };
+                matmul(m, hd, kl, os.as_mut_ptr(), hd, p, v);
+            }
+            for r in 0..rep {
+                let hq = g * rep + r;
+                for p in 0..nb {
+                    let at = (off + s + p) * a + hq * hd;
+                    let inv = 1.0 / z[r * nb + p];
+                    let src = &os[(r * nb + p) * hd..][..hd];
+                    // SAFETY: row off + s + p, head hq: written by this task only.
+                    let o = unsafe { std::slice::from_raw_parts_mut(dst.at(at), hd) };
+                    o.iter_mut().zip(src).for_each(|(o, x)| *o = x * inv);
+                }
+            }
+        });
+    });
+}
+
+/// Attention at chosen rows only (the last layer of a PRM, read at a few positions): `q` is
+/// `(reads.len(), nq * hd)` with rotary positions applied, `reads` are `(first row of the
+/// item in qkv, position in the item)`; keys and values come from `qkv`. Writes
+/// `(reads.len(), nq * hd)` into `out`.
+pub fn rows(q: &[f32], qkv: &[f32], reads: &[(usize, usize)], d: Heads, out: &mut [f32]) {
+    let (rep, hd, a) = (d.rep(), d.hd, d.nq * d.hd);
+    assert_eq!(q.len(), reads.len() * a);
+    assert_eq!(out.len(), reads.len() * a);
+    let dst = Shared(out.as_mut_ptr());
+    let tasks: Vec<(usize, usize)> = (0..reads.len())
+        .flat_map(|j| (0..d.nkv).map(move |g| (j, g)))
+        .collect();
+    tasks.into_par_iter().for_each(|(j, g)| {
+        let (off, p) = reads[j];
+        let lo = (p + 1).saturating_sub(d.window);
+        let kl = p + 1 - lo;
+        assert!(
+            (off + p + 1) * d.stride() <= qkv.len(),
+            "read outside its item"
+        );
+        with_scratch(rep * kl, |sc| {
+            let at = j * a + g * rep * hd;
+            let (k, v) = (d.kv(qkv, off + lo, g, 0), d.kv(qkv, off + lo, g, 1));
+            // SAFETY: the rep query heads of kv head g are adjacent (rep x hd at `at`), the
+            // key and value views cover kl rows, `sc` is rep x kl, the output block is
+            // written by this task only.
+            unsafe {
+                let qv = View {
+                    ptr: q[at..].as_ptr(),
+                    rs: hd,
+                };
+                matmul_t(rep, kl, hd, sc.as_mut_ptr(), kl, false, qv, k, 1);
+                for row in sc.chunks_exact_mut(kl) {
+                    softmax_row(row, 0, kl, d.scale());
+                }
+                let pv = View {
+                    ptr: sc.as_ptr(),
+                    rs: kl,
+                };
+                matmul(rep, hd, kl, dst.at(at), hd, pv, v);
+            }
+        });
+    });
 }
 
 /// The additive mask `(len, len)` of dense causal attention: 0 where query `i` may see key
-/// `j` (at or before it, and fewer than `window` back), -inf elsewhere. The kernels here apply
-/// the same rule without building it; it is for the dense path (CUDA) and for checking them.
+/// `j` (at or before it, and fewer than `window` back), -inf elsewhere. For the dense path
+/// (CUDA, bf16) and for checking the kernels here.
 pub fn causal_mask(t: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
     let w = window.unwrap_or(usize::MAX);
     let m: Vec<f32> = (0..t)
@@ -60,241 +219,94 @@ pub fn causal_mask(t: usize, window: Option<usize>, device: &Device) -> Result<T
     Tensor::from_vec(m, (t, t), device)
 }
 
-/// The causal softmax of one block of scores, in place (no copy of the block): rows are
-/// query positions `s + r % n` of the stacked heads, columns keys `lo..`.
-struct MaskedSoftmax {
-    s: usize,
-    n: usize,
-    lo: usize,
-    w: usize,
-    scale: f32,
-}
-
-impl InplaceOp1 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "causal-masked-softmax"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("causal attention runs on f32");
-        };
-        let Some((a, z)) = layout.contiguous_offsets() else {
-            candle_core::bail!("scores must be contiguous");
-        };
-        let cols = *layout.dims().last().unwrap_or(&1);
-        let d = self;
-        data[a..z]
-            .par_chunks_mut(cols)
-            .enumerate()
-            .for_each(|(r, row)| {
-                let i = d.s + r % d.n;
-                let first = (i + 1).saturating_sub(d.w) - d.lo;
-                softmax_row(row, first, i - d.lo + 1, d.scale);
-            });
-        Ok(())
-    }
-}
-
-/// Attention for chosen query rows only (the last layer of a PRM, read at a few positions).
-/// `q`: (1, heads, n, head_dim), one row per entry of `reads` (flat `item * len + position`);
-/// `k`, `v`: (batch, kv_heads, len, head_dim). Returns (1, heads, n, head_dim).
-pub fn rows(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    reads: &[u32],
-    window: Option<usize>,
-) -> Result<Tensor> {
-    let (_, nh, n, hd) = q.dims4()?;
-    let (_, nkv, t, _) = k.dims4()?;
-    let rep = nh / nkv;
-    let w = window.unwrap_or(usize::MAX);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let q = q.flatten_all()?.to_vec1::<f32>()?;
-    let k = k.flatten_all()?.to_vec1::<f32>()?;
-    let v = v.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = vec![0f32; nh * n * hd];
-    out.par_chunks_mut(hd).enumerate().for_each(|(hr, o)| {
-        let (head, r) = (hr / n, hr % n);
-        let (item, p) = (reads[r] as usize / t, reads[r] as usize % t);
-        let base = (item * nkv + head / rep) * t * hd;
-        let first = (p + 1).saturating_sub(w);
-        let qi = &q[hr * hd..(hr + 1) * hd];
-        let mut s: Vec<f32> = (first..=p)
-            .map(|j| {
-                let kj = &k[base + j * hd..base + (j + 1) * hd];
-                qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>()
-            })
-            .collect();
-        let len = s.len();
-        softmax_row(&mut s, 0, len, scale);
-        for (pj, j) in s.iter().zip(first..=p) {
-            let vj = &v[base + j * hd..base + (j + 1) * hd];
-            for (x, y) in o.iter_mut().zip(vj) {
-                *x += pj * y;
-            }
-        }
-    });
-    Tensor::from_vec(out, (1, nh, n, hd), &Device::Cpu)
-}
-
-/// Softmax of `row[first..end] * scale` in place; the rest of the row (masked) becomes 0.
-fn softmax_row(row: &mut [f32], first: usize, end: usize, scale: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        unsafe { softmax_row_avx2(row, first, end, scale) };
-        return;
-    }
-    softmax_row_generic(row, first, end, scale)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_row_avx2(row: &mut [f32], first: usize, end: usize, scale: f32) {
-    softmax_row_generic(row, first, end, scale)
-}
-
-#[inline(always)]
-fn softmax_row_generic(row: &mut [f32], first: usize, end: usize, scale: f32) {
-    let (head, rest) = row.split_at_mut(end);
-    head[..first].fill(0.0);
-    rest.fill(0.0);
-    let live = &mut head[first..];
-    // Separate passes with eight-lane reductions: a loop that accumulates into one float
-    // cannot be vectorised (float addition is not reassociated).
-    let m = lanes(live, f32::NEG_INFINITY, f32::max) * scale;
-    for x in live.iter_mut() {
-        *x = exp_neg(*x * scale - m);
-    }
-    let inv = 1.0 / lanes(live, 0.0, |a, b| a + b);
-    for x in live.iter_mut() {
-        *x *= inv;
-    }
-}
-
-/// Reduce with eight independent lanes, then across them.
-#[inline(always)]
-fn lanes(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
-    let mut acc = [init; 8];
-    let chunks = xs.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for l in 0..8 {
-            acc[l] = f(acc[l], c[l]);
-        }
-    }
-    let mut r = acc.into_iter().fold(init, &f);
-    for &x in rest {
-        r = f(r, x);
-    }
-    r
-}
-
-/// e^x for x <= 0 (softmax arguments after subtracting the max), relative error ~2e-7:
-/// x = n ln2 + r with |r| <= ln2/2, e^r by a degree-6 polynomial, 2^n from the exponent bits.
-/// Branch-free so that loops over it vectorise; below -87 it returns 0.
-#[inline(always)]
-pub fn exp_neg(x: f32) -> f32 {
-    let x = x.max(-87.0);
-    // floor(y + 0.5), not round(): round() is a libm call that stops vectorisation
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    p * scale
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn exp_is_accurate_on_softmax_arguments() {
-        let mut worst = 0f64;
-        for i in 0..=87_000 {
-            let x = -(i as f32) / 1000.0;
-            let (got, want) = (exp_neg(x) as f64, (x as f64).exp());
-            worst = worst.max(((got - want) / want).abs());
-        }
-        assert!(worst < 5e-7, "relative error {worst}");
-        assert_eq!(exp_neg(-1000.0), exp_neg(-87.0));
-    }
-
-    /// Chosen rows give what the full causal attention gives at those rows.
-    #[test]
-    fn rows_match_the_full_kernel() {
-        let dev = Device::Cpu;
-        let (b, nh, nkv, t, hd) = (2, 4, 2, 300, 16);
-        let q = Tensor::randn(0f32, 1.0, (b, nh, t, hd), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (b, nkv, t, hd), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (b, nkv, t, hd), &dev).unwrap();
-        let reads: Vec<u32> = vec![0, 5, 299, 300 + 17, 300 + 280];
-        for window in [None, Some(40)] {
-            let full = causal(&q, &k, &v, window).unwrap();
-            let picked: Vec<Tensor> = reads
-                .iter()
-                .map(|&r| {
-                    let (i, p) = (r as usize / t, r as usize % t);
-                    q.narrow(0, i, 1).unwrap().narrow(2, p, 1).unwrap()
-                })
-                .collect();
-            let q_at = Tensor::cat(&picked, 2).unwrap();
-            let got = rows(&q_at, &k, &v, &reads, window).unwrap();
-            for (n, &r) in reads.iter().enumerate() {
-                let (i, p) = (r as usize / t, r as usize % t);
-                let want = full.narrow(0, i, 1).unwrap().narrow(2, p, 1).unwrap();
-                let have = got.narrow(2, n, 1).unwrap();
-                let d = (want - have).unwrap().abs().unwrap().flatten_all().unwrap();
-                let d = d.max(0).unwrap().to_scalar::<f32>().unwrap();
-                assert!(d < 1e-5, "row {r}, window {window:?}: {d}");
+    /// Dense reference: per item and head, softmax((q kᵀ) / sqrt(hd) + mask) v in f64.
+    fn dense(qkv: &[f32], lens: &[usize], d: Heads) -> Vec<f64> {
+        let (w, a) = (d.stride(), d.nq * d.hd);
+        let mut out = vec![0f64; lens.iter().sum::<usize>() * a];
+        let mut off = 0;
+        for &len in lens {
+            for h in 0..d.nq {
+                let g = h / d.rep();
+                for i in 0..len {
+                    let q = &qkv[(off + i) * w + h * d.hd..][..d.hd];
+                    let vis: Vec<usize> = (0..=i).filter(|j| i - j < d.window).collect();
+                    let s: Vec<f64> = vis
+                        .iter()
+                        .map(|&j| {
+                            let k = &qkv[(off + j) * w + (d.nq + g) * d.hd..][..d.hd];
+                            let dot: f64 = q.iter().zip(k).map(|(a, b)| (a * b) as f64).sum();
+                            dot / (d.hd as f64).sqrt()
+                        })
+                        .collect();
+                    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                    for (x, &j) in s.iter().zip(&vis) {
+                        let v = &qkv[(off + j) * w + (d.nq + d.nkv + g) * d.hd..][..d.hd];
+                        for c in 0..d.hd {
+                            out[(off + i) * a + h * d.hd + c] += (x - m).exp() / z * v[c] as f64;
+                        }
+                    }
+                }
             }
+            off += len;
         }
+        out
     }
 
-    /// The fused kernel against the dense masked formula, with GQA and a window.
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Items of several lengths (blocks, partial blocks), GQA, with and without a window;
+    /// the chosen-row variant gives the same rows.
     #[test]
-    fn matches_dense_attention() {
-        let dev = Device::Cpu;
-        let (b, nh, nkv, t, hd) = (2, 4, 2, 37, 16);
-        let q = Tensor::randn(0f32, 1.0, (b, nh, t, hd), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (b, nkv, t, hd), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (b, nkv, t, hd), &dev).unwrap();
-        for window in [None, Some(5)] {
-            let got = causal(&q, &k, &v, window).unwrap();
-            let mask = causal_mask(t, window, &dev).unwrap();
-            let rep = nh / nkv;
-            let kk = k
-                .unsqueeze(2)
-                .unwrap()
-                .expand((b, nkv, rep, t, hd))
-                .unwrap();
-            let kk = kk.reshape((b, nh, t, hd)).unwrap();
-            let vv = v
-                .unsqueeze(2)
-                .unwrap()
-                .expand((b, nkv, rep, t, hd))
-                .unwrap();
-            let vv = vv.reshape((b, nh, t, hd)).unwrap();
-            let att = (q.matmul(&kk.t().unwrap()).unwrap() / (hd as f64).sqrt()).unwrap();
-            let att = att.broadcast_add(&mask).unwrap();
-            let att = candle_nn::ops::softmax_last_dim(&att).unwrap();
-            let want = att.matmul(&vv).unwrap();
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(diff < 1e-5, "window {window:?}: max difference {diff}");
+    fn packed_attention_matches_dense() {
+        let lens = [150, 1, 64, 97];
+        for window in [usize::MAX, 40] {
+            let d = Heads {
+                nq: 4,
+                nkv: 2,
+                hd: 16,
+                window,
+            };
+            let rows_n: usize = lens.iter().sum();
+            let qkv = random(rows_n * d.stride(), 7);
+            let mut out = vec![0f32; rows_n * d.nq * d.hd];
+            causal(&qkv, &lens, d, &mut out);
+            let want = dense(&qkv, &lens, d);
+            let worst = out
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0.0, f64::max);
+            assert!(worst < 1e-5, "window {window}: {worst}");
+
+            let a = d.nq * d.hd;
+            let reads = [(0, 0), (0, 149), (150, 0), (151, 63), (215, 50)];
+            let q: Vec<f32> = reads
+                .iter()
+                .flat_map(|&(off, p)| qkv[(off + p) * d.stride()..][..a].to_vec())
+                .collect();
+            let mut got = vec![0f32; reads.len() * a];
+            rows(&q, &qkv, &reads, d, &mut got);
+            for (j, &(off, p)) in reads.iter().enumerate() {
+                for c in 0..a {
+                    let diff = (got[j * a + c] - out[(off + p) * a + c]).abs();
+                    assert!(diff < 1e-5, "read {j} col {c}: {diff}");
+                }
+            }
         }
     }
 }

@@ -2,7 +2,8 @@
 //! model and its device lease. Request handlers [`Batcher::submit`] tokenized items and await
 //! one reply per item; the thread drains whatever is queued, drops items whose client went
 //! away or whose deadline passed, sorts the rest by length and runs them in batches of at most
-//! `max_batch_tokens` padded tokens (longest first, so padding stays small).
+//! `max_batch_tokens` computed tokens, longest first: on the CPU items are packed end to end
+//! (the sum of their lengths), elsewhere right-padded (so padding stays small).
 //!
 //! Backpressure: at most `max_queue` items wait; a submit that does not fit is refused
 //! whole (the API answers 429), so memory never grows with load.
@@ -156,19 +157,28 @@ fn run(
     queued: &AtomicUsize,
     cfg: BatchConfig,
 ) {
+    let packed = prm.packed();
     while let Ok(first) = rx.recv() {
         let mut pending = vec![first];
         pending.extend(rx.try_iter());
         pending.sort_by_key(|j| std::cmp::Reverse(j.item.ids.len()));
         let mut rest = pending.into_iter().peekable();
         while let Some(head) = rest.next() {
-            // Sorted longest first: the head's length is the padded length of its batch.
+            // Sorted longest first: the head's length is the padded length of its batch
+            // (when the model pads; packed, the cost is the sum of the lengths).
             let width = head.item.ids.len().max(1);
+            let mut cost = width;
             let mut batch = vec![head];
-            while rest.peek().is_some() {
-                if (batch.len() + 1) * width > cfg.max_batch_tokens {
+            while let Some(next) = rest.peek() {
+                let more = if packed {
+                    cost + next.item.ids.len()
+                } else {
+                    (batch.len() + 1) * width
+                };
+                if more > cfg.max_batch_tokens {
                     break;
                 }
+                cost = more;
                 batch.extend(rest.next());
             }
             let now = Instant::now();
@@ -184,7 +194,6 @@ fn run(
                 let items: Vec<&Tokenized> = live.iter().map(|j| &j.item).collect();
                 let t0 = Instant::now();
                 let result = prm.score(&items);
-                let width = items.iter().map(|t| t.ids.len()).max().unwrap_or(0);
                 stats
                     .busy_us
                     .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -192,7 +201,7 @@ fn run(
                 stats.items.fetch_add(live.len() as u64, Ordering::Relaxed);
                 stats
                     .padded_tokens
-                    .fetch_add((width * live.len()) as u64, Ordering::Relaxed);
+                    .fetch_add(prm.computed_tokens(&items) as u64, Ordering::Relaxed);
                 let real: usize = items.iter().map(|t| t.ids.len()).sum();
                 stats.real_tokens.fetch_add(real as u64, Ordering::Relaxed);
                 stats

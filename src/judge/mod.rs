@@ -6,6 +6,8 @@
 pub mod attention;
 pub mod batcher;
 mod claims;
+mod cpu;
+mod kernels;
 pub mod model;
 pub mod prm;
 pub mod recipe;

@@ -17,6 +17,7 @@ use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::Deserialize;
 
 use super::JudgeError;
+use super::cpu::CpuLayers;
 
 /// The subset of `config.json` the decoder needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -124,21 +125,21 @@ impl ModelConfig {
         Ok(c)
     }
 
-    fn kv_heads(&self) -> usize {
+    pub(super) fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
 
-    fn head_dim(&self) -> usize {
+    pub(super) fn head_dim(&self) -> usize {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
     /// Bias on q/k/v (Qwen2 always; Llama when `attention_bias`), and on o (Llama only).
-    fn qkv_bias(&self) -> bool {
+    pub(super) fn qkv_bias(&self) -> bool {
         self.model_type == "qwen2" || self.attention_bias
     }
 
-    fn window(&self) -> Option<usize> {
+    pub(super) fn window(&self) -> Option<usize> {
         match self.model_type.as_str() {
             "mistral" => self.sliding_window,
             "qwen2" if self.use_sliding_window => self.sliding_window,
@@ -147,7 +148,7 @@ impl ModelConfig {
     }
 
     /// Inverse rotary frequencies, in f32 as Hugging Face computes them.
-    fn inv_freq(&self) -> Result<Vec<f32>, JudgeError> {
+    pub(super) fn inv_freq(&self) -> Result<Vec<f32>, JudgeError> {
         let d = self.head_dim();
         let base: Vec<f32> = (0..d / 2)
             .map(|i| (1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64)) as f32)
@@ -236,18 +237,39 @@ fn linear(
 /// The decoder stack without any output head.
 pub struct Decoder {
     embed: Embedding,
+    body: Body,
+    device: Device,
+    pub config: ModelConfig,
+}
+
+/// How the layers run: packed f32 kernels on the CPU (`cpu.rs`), candle ops elsewhere.
+enum Body {
+    Packed(CpuLayers),
+    Ops(OpsLayers),
+}
+
+/// The layers as candle tensors, run op by op with dense masked attention (CUDA, bf16).
+struct OpsLayers {
     layers: Vec<Layer>,
     norm: Tensor,
     eps: f32,
     inv_freq: Vec<f32>,
     window: Option<usize>,
-    device: Device,
-    pub config: ModelConfig,
 }
 
 impl Decoder {
-    /// `vb` is rooted at the base model (`model.`).
+    /// `vb` is rooted at the base model (`model.`). CPU f32 runs the packed kernels.
     pub fn load(config: &ModelConfig, vb: VarBuilder) -> Result<Decoder, JudgeError> {
+        let packed = vb.device().is_cpu() && vb.dtype() == DType::F32;
+        Decoder::load_with(config, vb, packed)
+    }
+
+    /// As [`Decoder::load`], choosing the packed CPU kernels or candle ops.
+    pub fn load_with(
+        config: &ModelConfig,
+        vb: VarBuilder,
+        packed: bool,
+    ) -> Result<Decoder, JudgeError> {
         let c = config;
         let (h, hd) = (c.hidden_size, c.head_dim());
         let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
@@ -256,41 +278,54 @@ impl Decoder {
                 .map_err(ld)?,
             h,
         );
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
-        for i in 0..c.num_hidden_layers {
-            let l = vb.pp(format!("layers.{i}"));
-            let a = l.pp("self_attn");
-            let m = l.pp("mlp");
-            let qkv_b = c.qkv_bias();
-            layers.push(Layer {
-                attn: Attention {
-                    q: linear(&a, h, nh * hd, qkv_b, "q_proj").map_err(ld)?,
-                    k: linear(&a, h, nkv * hd, qkv_b, "k_proj").map_err(ld)?,
-                    v: linear(&a, h, nkv * hd, qkv_b, "v_proj").map_err(ld)?,
-                    o: linear(&a, nh * hd, h, c.attention_bias, "o_proj").map_err(ld)?,
-                    heads: nh,
-                    kv_heads: nkv,
-                    head_dim: hd,
-                },
-                mlp: Mlp {
-                    gate: linear(&m, h, c.intermediate_size, false, "gate_proj").map_err(ld)?,
-                    up: linear(&m, h, c.intermediate_size, false, "up_proj").map_err(ld)?,
-                    down: linear(&m, c.intermediate_size, h, false, "down_proj").map_err(ld)?,
-                },
-                ln1: l.get(h, "input_layernorm.weight").map_err(ld)?,
-                ln2: l.get(h, "post_attention_layernorm.weight").map_err(ld)?,
-            });
-        }
+        let body = if packed {
+            Body::Packed(CpuLayers::load(c, &vb)?)
+        } else {
+            let mut layers = Vec::with_capacity(c.num_hidden_layers);
+            for i in 0..c.num_hidden_layers {
+                let l = vb.pp(format!("layers.{i}"));
+                let a = l.pp("self_attn");
+                let m = l.pp("mlp");
+                let qkv_b = c.qkv_bias();
+                let inter = c.intermediate_size;
+                layers.push(Layer {
+                    attn: Attention {
+                        q: linear(&a, h, nh * hd, qkv_b, "q_proj").map_err(ld)?,
+                        k: linear(&a, h, nkv * hd, qkv_b, "k_proj").map_err(ld)?,
+                        v: linear(&a, h, nkv * hd, qkv_b, "v_proj").map_err(ld)?,
+                        o: linear(&a, nh * hd, h, c.attention_bias, "o_proj").map_err(ld)?,
+                        heads: nh,
+                        kv_heads: nkv,
+                        head_dim: hd,
+                    },
+                    mlp: Mlp {
+                        gate: linear(&m, h, inter, false, "gate_proj").map_err(ld)?,
+                        up: linear(&m, h, inter, false, "up_proj").map_err(ld)?,
+                        down: linear(&m, inter, h, false, "down_proj").map_err(ld)?,
+                    },
+                    ln1: l.get(h, "input_layernorm.weight").map_err(ld)?,
+                    ln2: l.get(h, "post_attention_layernorm.weight").map_err(ld)?,
+                });
+            }
+            Body::Ops(OpsLayers {
+                layers,
+                norm: vb.get(h, "norm.weight").map_err(ld)?,
+                eps: c.rms_norm_eps as f32,
+                inv_freq: c.inv_freq()?,
+                window: c.window(),
+            })
+        };
         Ok(Decoder {
             embed,
-            layers,
-            norm: vb.get(h, "norm.weight").map_err(ld)?,
-            eps: c.rms_norm_eps as f32,
-            inv_freq: c.inv_freq()?,
-            window: c.window(),
+            body,
             device: vb.device().clone(),
             config: c.clone(),
         })
+    }
+
+    /// Whether items run packed end to end (no padding) on the CPU kernels.
+    pub fn packed(&self) -> bool {
+        matches!(self.body, Body::Packed(_))
     }
 
     pub fn device(&self) -> &Device {
@@ -300,114 +335,88 @@ impl Decoder {
     /// Parameter count (embeddings included), for `/v1/models`.
     pub fn params(&self) -> usize {
         let lin = |l: &Linear| l.weight().elem_count() + l.bias().map_or(0, |b| b.elem_count());
-        let layers: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                let a = &l.attn;
-                lin(&a.q)
-                    + lin(&a.k)
-                    + lin(&a.v)
-                    + lin(&a.o)
-                    + lin(&l.mlp.gate)
-                    + lin(&l.mlp.up)
-                    + lin(&l.mlp.down)
-                    + l.ln1.elem_count()
-                    + l.ln2.elem_count()
-            })
-            .sum();
-        layers + self.embed.embeddings().elem_count() + self.norm.elem_count()
+        let body = match &self.body {
+            Body::Packed(p) => p.params(),
+            Body::Ops(OpsLayers { layers, norm, .. }) => {
+                let layers: usize = layers
+                    .iter()
+                    .map(|l| {
+                        let a = &l.attn;
+                        lin(&a.q)
+                            + lin(&a.k)
+                            + lin(&a.v)
+                            + lin(&a.o)
+                            + lin(&l.mlp.gate)
+                            + lin(&l.mlp.up)
+                            + lin(&l.mlp.down)
+                            + l.ln1.elem_count()
+                            + l.ln2.elem_count()
+                    })
+                    .sum();
+                layers + norm.elem_count()
+            }
+        };
+        body + self.embed.embeddings().elem_count()
     }
 
     pub fn embeddings(&self) -> &Tensor {
         self.embed.embeddings()
     }
 
-    /// Hidden states after the final norm at `reads` (flat `row * len + position` indices
-    /// into right-padded `ids`), `(reads, hidden)`.
-    ///
-    /// On the CPU the last layer runs only at those rows: its keys and values are needed at
-    /// every position, but its queries, attention output and MLP only where a score is read
-    /// (one layer in `num_hidden_layers` of the work saved).
-    pub fn forward_at(&self, ids: &Tensor, reads: &[u32]) -> candle_core::Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let h = self.config.hidden_size;
-        let idx = Tensor::new(reads, &self.device)?;
-        let Some((last, rest)) = self.layers.split_last().filter(|_| self.fused()) else {
-            return self
-                .forward(ids)?
-                .reshape((b * t, h))?
-                .index_select(&idx, 0);
-        };
-        let (cos, sin) = self.rotary(t)?;
-        let mut x = self.embed.forward(ids)?;
-        for l in rest {
-            x = self.layer(l, &x, &cos, &sin, None)?;
-        }
-        let a = &last.attn;
-        let (nh, nkv, hd) = (a.heads, a.kv_heads, a.head_dim);
-        let n = reads.len();
-        let y = candle_nn::ops::rms_norm(&x, &last.ln1, self.eps)?;
-        let split = |z: Tensor| z.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous();
-        let k = candle_nn::rotary_emb::rope(&split(a.k.forward(&y)?)?, &cos, &sin)?;
-        let v = split(a.v.forward(&y)?)?;
-        let y_at = y.reshape((b * t, h))?.index_select(&idx, 0)?;
-        let q = a.q.forward(&y_at)?.reshape((n, nh, hd))?.transpose(0, 1)?;
-        let q = q.contiguous()?.unsqueeze(0)?;
-        // rotary angles of each read row's own position
-        let pos = Tensor::new(
-            reads.iter().map(|r| r % t as u32).collect::<Vec<_>>(),
-            &self.device,
-        )?;
-        let q = candle_nn::rotary_emb::rope(
-            &q,
-            &cos.index_select(&pos, 0)?,
-            &sin.index_select(&pos, 0)?,
-        )?;
-        let att = super::attention::rows(&q, &k, &v, reads, self.window)?;
-        let att = att.squeeze(0)?.transpose(0, 1)?.reshape((n, nh * hd))?;
-        let x_at = (x.reshape((b * t, h))?.index_select(&idx, 0)? + a.o.forward(&att)?)?;
-        let y = candle_nn::ops::rms_norm(&x_at, &last.ln2, self.eps)?;
-        let x_at = (&x_at + last.mlp.forward(&y)?)?;
-        candle_nn::ops::rms_norm(&x_at, &self.norm, self.eps)
-    }
-
-    fn layer(
+    /// Hidden states after the final norm, `(reads.len(), hidden)`, at `reads` = (item,
+    /// position) of the token rows `items`.
+    pub fn forward_at(
         &self,
-        l: &Layer,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
+        items: &[&[u32]],
+        reads: &[(usize, usize)],
     ) -> candle_core::Result<Tensor> {
-        let y = candle_nn::ops::rms_norm(x, &l.ln1, self.eps)?;
-        let y = l.attn.forward(&y, cos, sin, mask, self.window)?;
-        let x1 = (x + y)?;
-        let y = candle_nn::ops::rms_norm(&x1, &l.ln2, self.eps)?;
-        &x1 + l.mlp.forward(&y)?
-    }
-
-    /// Hidden states after the final norm, `(batch, len, hidden)`, for right-padded ids.
-    pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
-        let (_, t) = ids.dims2()?;
-        let (cos, sin) = self.rotary(t)?;
-        let mask = if self.fused() {
-            None
-        } else {
-            Some(self.mask(t)?)
-        };
-        let mut x = self.embed.forward(ids)?;
-        for l in &self.layers {
-            x = self.layer(l, &x, &cos, &sin, mask.as_ref())?;
+        let h = self.config.hidden_size;
+        match &self.body {
+            Body::Packed(p) => {
+                let flat: Vec<u32> = items.iter().flat_map(|r| r.iter().copied()).collect();
+                let lens: Vec<usize> = items.iter().map(|r| r.len()).collect();
+                let ids = Tensor::from_vec(flat, (1, lens.iter().sum::<usize>()), &self.device)?;
+                let x = self.embed.forward(&ids)?.flatten_all()?.to_vec1::<f32>()?;
+                let out = p.forward_at(x, &lens, reads);
+                Tensor::from_vec(out, (reads.len(), h), &self.device)
+            }
+            Body::Ops(o) => self.forward_ops(o, items, reads),
         }
-        candle_nn::ops::rms_norm(&x, &self.norm, self.eps)
     }
 
-    fn rotary(&self, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
+    fn forward_ops(
+        &self,
+        o: &OpsLayers,
+        items: &[&[u32]],
+        reads: &[(usize, usize)],
+    ) -> candle_core::Result<Tensor> {
+        // Right-padded: with the causal mask a real token never sees the padding after it.
+        let ids = ids_tensor(items, 0, &self.device)?;
+        let (b, t) = ids.dims2()?;
+        let (cos, sin) = self.rotary(&o.inv_freq, t)?;
+        let dt = self.embed.embeddings().dtype();
+        let mask = super::attention::causal_mask(t, o.window, &self.device)?.to_dtype(dt)?;
+        let mut x = self.embed.forward(&ids)?;
+        for l in &o.layers {
+            let y = candle_nn::ops::rms_norm(&x, &l.ln1, o.eps)?;
+            let y = l.attn.forward(&y, &cos, &sin, &mask)?;
+            let x1 = (x + y)?;
+            let y = candle_nn::ops::rms_norm(&x1, &l.ln2, o.eps)?;
+            x = (&x1 + l.mlp.forward(&y)?)?;
+        }
+        let flat: Vec<u32> = reads.iter().map(|&(i, p)| (i * t + p) as u32).collect();
+        let idx = Tensor::new(flat, &self.device)?;
+        let x = x
+            .reshape((b * t, self.config.hidden_size))?
+            .index_select(&idx, 0)?;
+        candle_nn::ops::rms_norm(&x, &o.norm, o.eps)
+    }
+
+    fn rotary(&self, inv_freq: &[f32], t: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let half = inv_freq.len();
         let mut ang = Vec::with_capacity(t * half);
         for p in 0..t {
-            for f in &self.inv_freq {
+            for f in inv_freq {
                 // f32 product, as the reference computes position * inv_freq
                 ang.push((p as f32) * f);
             }
@@ -415,17 +424,6 @@ impl Decoder {
         let ang = Tensor::from_vec(ang, (t, half), &self.device)?;
         let dt = self.embed.embeddings().dtype();
         Ok((ang.cos()?.to_dtype(dt)?, ang.sin()?.to_dtype(dt)?))
-    }
-
-    /// Additive causal mask for the dense attention path, in the model's dtype.
-    fn mask(&self, t: usize) -> candle_core::Result<Tensor> {
-        super::attention::causal_mask(t, self.window, &self.device)?
-            .to_dtype(self.embed.embeddings().dtype())
-    }
-
-    /// CPU f32 runs the fused causal kernels (no mask, last layer only at the read rows).
-    fn fused(&self) -> bool {
-        self.device.is_cpu() && self.embed.embeddings().dtype() == DType::F32
     }
 }
 
@@ -437,13 +435,13 @@ impl Mlp {
 }
 
 impl Attention {
+    /// Dense masked attention (the candle-ops path: CUDA, bf16).
     fn forward(
         &self,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
-        window: Option<usize>,
+        mask: &Tensor,
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.heads, self.kv_heads, self.head_dim);
@@ -453,12 +451,6 @@ impl Attention {
         let v = split(self.v.forward(x)?, nkv)?;
         let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
-        let Some(mask) = mask else {
-            let y = super::attention::causal(&q, &k, &v, window)?;
-            let y = y.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-            return self.o.forward(&y);
-        };
-        // Elsewhere (CUDA), dense masked attention.
         // Grouped-query attention without copying k and v per head: the query heads that share
         // a kv head are adjacent, so they stack into one (rep * len) block per kv head.
         let rep = nh / nkv;

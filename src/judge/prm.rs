@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use super::JudgeError;
-use super::model::{Decoder, Head, ModelConfig, ids_tensor};
+use super::model::{Decoder, Head, ModelConfig};
 use super::recipe::{self, ChatTemplate, HeadKind, Recipe, RecipeIds, Tokenized};
 
 /// What `--model [NAME=]DIR` and `--recipe` name.
@@ -211,27 +211,52 @@ impl Prm {
         Ok(t)
     }
 
-    /// Scores of each item's steps; the items are right-padded into one forward pass.
+    /// Scores of each item's steps, all items in one forward pass.
     pub fn score(&self, batch: &[&Tokenized]) -> Result<Vec<Vec<f32>>, JudgeError> {
         let be = |e: candle_core::Error| JudgeError::Backend(e.to_string());
         if batch.iter().all(|t| t.reads.is_empty()) {
             return Ok(batch.iter().map(|_| Vec::new()).collect());
         }
-        let rows: Vec<&[u32]> = batch.iter().map(|t| t.ids.as_slice()).collect();
-        let ids = ids_tensor(&rows, 0, self.decoder.device()).map_err(be)?;
-        let len = ids.dims()[1];
-        let flat: Vec<u32> = batch
+        // Items without steps take no part in the pass.
+        let live: Vec<&Tokenized> = batch
+            .iter()
+            .copied()
+            .filter(|t| !t.reads.is_empty())
+            .collect();
+        let rows: Vec<&[u32]> = live.iter().map(|t| &t.ids[..used(t)]).collect();
+        let reads: Vec<(usize, usize)> = live
             .iter()
             .enumerate()
-            .flat_map(|(b, t)| t.reads.iter().map(move |&p| (b * len + p) as u32))
+            .flat_map(|(b, t)| t.reads.iter().map(move |&p| (b, p)))
             .collect();
-        let hidden = self.decoder.forward_at(&ids, &flat).map_err(be)?;
+        let hidden = self.decoder.forward_at(&rows, &reads).map_err(be)?;
         let scores = self.head.scores(&hidden).map_err(be)?;
-        let mut out = Vec::with_capacity(batch.len());
         let mut it = scores.into_iter();
-        for t in batch {
-            out.push(it.by_ref().take(t.reads.len()).collect());
-        }
-        Ok(out)
+        Ok(batch
+            .iter()
+            .map(|t| it.by_ref().take(t.reads.len()).collect())
+            .collect())
     }
+
+    /// Whether a batch runs packed end to end (no padding).
+    pub fn packed(&self) -> bool {
+        self.decoder.packed()
+    }
+
+    /// Token rows one forward pass computes for `batch`: the real tokens when items are
+    /// packed end to end (CPU f32), else the padded rectangle.
+    pub fn computed_tokens(&self, batch: &[&Tokenized]) -> usize {
+        let real = batch.iter().map(|t| used(t)).sum();
+        if self.decoder.packed() {
+            real
+        } else {
+            batch.iter().map(|t| used(t)).max().unwrap_or(0) * batch.len()
+        }
+    }
+}
+
+/// Tokens of an item a forward pass needs: up to its last read position (attention is
+/// causal, so later tokens cannot change a score).
+fn used(t: &Tokenized) -> usize {
+    t.reads.iter().max().map_or(0, |&p| p + 1)
 }

@@ -1,0 +1,425 @@
+//! The decoder layers' forward on the CPU in f32, packed: the items of a batch lie end to end
+//! as one `(tokens, hidden)` matrix with no padding, so every projection is one large matrix
+//! product over real tokens only, and attention (`attention.rs`) keeps each item to itself.
+//!
+//! Why not candle ops here: a PRM forward on the CPU is compute-bound, and the op-by-op graph
+//! pays for padding, for a copy at every head split / transpose, and for three q/k/v and two
+//! gate/up products where one each will do. Here the weights of q, k, v (and of gate, up) are
+//! concatenated once at load, products accumulate straight into the residual stream, rotary
+//! positions and attention read the fused activations in place, and the last layer runs
+//! only at the rows where scores are read (its keys and values are needed everywhere, its
+//! queries, attention output and MLP only there).
+
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+use super::JudgeError;
+use super::attention::{self, Heads};
+use super::kernels::{View, matmul_t, rms_norm, rope, silu_mul};
+use super::model::ModelConfig;
+
+/// Rows per parallel chunk in the row kernels.
+const ROWS: usize = 16;
+
+struct Layer {
+    /// q, k, v weights stacked: `((nq + 2 nkv) hd, hidden)`.
+    wqkv: Vec<f32>,
+    bqkv: Option<Vec<f32>>,
+    wo: Vec<f32>,
+    bo: Option<Vec<f32>>,
+    /// gate and up weights stacked: `(2 inter, hidden)`.
+    wgu: Vec<f32>,
+    wd: Vec<f32>,
+    ln1: Vec<f32>,
+    ln2: Vec<f32>,
+}
+
+pub struct CpuLayers {
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    eps: f32,
+    inv_freq: Vec<f32>,
+    h: usize,
+    inter: usize,
+    heads: Heads,
+}
+
+fn get(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>, JudgeError> {
+    let load = |e: candle_core::Error| JudgeError::Load(format!("{name}: {e}"));
+    vb.get(shape, name)
+        .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+        .map_err(load)
+}
+
+/// Row `i` of `rows`-wide `m`.
+fn row(m: &[f32], w: usize, i: usize) -> &[f32] {
+    &m[i * w..(i + 1) * w]
+}
+
+/// Rows of `src` picked by `idx`.
+fn gather(src: &[f32], w: usize, idx: &[usize]) -> Vec<f32> {
+    idx.iter().flat_map(|&i| row(src, w, i)).copied().collect()
+}
+
+fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// `dst (rows x out) (+)= x (rows x in) · wᵀ` for a weight `w` of `out` rows, with a bias
+/// first when given (`accumulate`: onto what `dst` holds, else replacing it).
+fn project(
+    x: &[f32],
+    w: &[f32],
+    out: usize,
+    bias: Option<&[f32]>,
+    dst: &mut [f32],
+    accumulate: bool,
+) {
+    let inp = w.len() / out;
+    let rows = x.len() / inp;
+    assert_eq!(dst.len(), rows * out);
+    project_into(
+        x,
+        rows,
+        inp,
+        w,
+        out,
+        bias,
+        dst.as_mut_ptr(),
+        out,
+        accumulate,
+    );
+}
+
+/// As [`project`] into `dst` rows of stride `dst_rs` (a column range of a wider matrix).
+#[allow(clippy::too_many_arguments)]
+fn project_into(
+    x: &[f32],
+    rows: usize,
+    inp: usize,
+    w: &[f32],
+    out: usize,
+    bias: Option<&[f32]>,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+) {
+    assert!(x.len() >= rows * inp && w.len() >= out * inp);
+    let mut acc = accumulate;
+    if let Some(b) = bias {
+        for r in 0..rows {
+            // SAFETY: the caller's `dst` covers `rows` rows of `out` at stride `dst_rs`.
+            let d = unsafe { std::slice::from_raw_parts_mut(dst.add(r * dst_rs), out) };
+            if acc {
+                d.iter_mut().zip(b).for_each(|(d, b)| *d += b);
+            } else {
+                d.copy_from_slice(&b[..out]);
+            }
+        }
+        acc = true;
+    }
+    // SAFETY: x is rows x inp, w is out x inp, dst covers rows x out at dst_rs and is a
+    // separate buffer.
+    unsafe {
+        matmul_t(
+            rows,
+            out,
+            inp,
+            dst,
+            dst_rs,
+            acc,
+            View {
+                ptr: x.as_ptr(),
+                rs: inp,
+            },
+            View {
+                ptr: w.as_ptr(),
+                rs: inp,
+            },
+            threads(),
+        )
+    }
+}
+
+/// RMSNorm of every `h`-wide row, in parallel chunks.
+fn norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let h = w.len();
+    x.par_chunks(ROWS * h)
+        .zip(out.par_chunks_mut(ROWS * h))
+        .for_each(|(x, o)| rms_norm(x, w, eps, o));
+}
+
+fn swiglu(gu: &[f32], inter: usize, out: &mut [f32]) {
+    gu.par_chunks(ROWS * 2 * inter)
+        .zip(out.par_chunks_mut(ROWS * inter))
+        .for_each(|(g, o)| silu_mul(g, inter, o));
+}
+
+impl CpuLayers {
+    /// The layers, final norm and rotary angles; `vb` is rooted at the base model (`model.`).
+    pub fn load(c: &ModelConfig, vb: &VarBuilder) -> Result<CpuLayers, JudgeError> {
+        let h = c.hidden_size;
+        let heads = Heads {
+            nq: c.num_attention_heads,
+            nkv: c.kv_heads(),
+            hd: c.head_dim(),
+            window: c.window().unwrap_or(usize::MAX),
+        };
+        let (q, kv) = (heads.nq * heads.hd, heads.nkv * heads.hd);
+        let inter = c.intermediate_size;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let l = vb.pp(format!("layers.{i}"));
+            let (a, m) = (l.pp("self_attn"), l.pp("mlp"));
+            let mut wqkv = get(&a, &[q, h], "q_proj.weight")?;
+            wqkv.extend(get(&a, &[kv, h], "k_proj.weight")?);
+            wqkv.extend(get(&a, &[kv, h], "v_proj.weight")?);
+            let bqkv = if c.qkv_bias() {
+                let mut b = get(&a, &[q], "q_proj.bias")?;
+                b.extend(get(&a, &[kv], "k_proj.bias")?);
+                b.extend(get(&a, &[kv], "v_proj.bias")?);
+                Some(b)
+            } else {
+                None
+            };
+            let mut wgu = get(&m, &[inter, h], "gate_proj.weight")?;
+            wgu.extend(get(&m, &[inter, h], "up_proj.weight")?);
+            layers.push(Layer {
+                wqkv,
+                bqkv,
+                wo: get(&a, &[h, q], "o_proj.weight")?,
+                bo: match c.attention_bias {
+                    true => Some(get(&a, &[h], "o_proj.bias")?),
+                    false => None,
+                },
+                wgu,
+                wd: get(&m, &[h, inter], "down_proj.weight")?,
+                ln1: get(&l, &[h], "input_layernorm.weight")?,
+                ln2: get(&l, &[h], "post_attention_layernorm.weight")?,
+            });
+        }
+        Ok(CpuLayers {
+            layers,
+            norm: get(vb, &[h], "norm.weight")?,
+            eps: c.rms_norm_eps as f32,
+            inv_freq: c.inv_freq()?,
+            h,
+            inter,
+            heads,
+        })
+    }
+
+    /// Parameters held here (all but the embeddings).
+    pub fn params(&self) -> usize {
+        let opt = |b: &Option<Vec<f32>>| b.as_ref().map_or(0, Vec::len);
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.wqkv.len()
+                    + opt(&l.bqkv)
+                    + l.wo.len()
+                    + opt(&l.bo)
+                    + l.wgu.len()
+                    + l.wd.len()
+                    + l.ln1.len()
+                    + l.ln2.len()
+            })
+            .sum();
+        layers + self.norm.len()
+    }
+
+    /// cos and sin tables `(len, hd / 2)`; the angle is the f32 product position * inv_freq,
+    /// as the reference computes it.
+    fn rotary(&self, len: usize) -> (Vec<f32>, Vec<f32>) {
+        let ang: Vec<f32> = (0..len)
+            .flat_map(|p| self.inv_freq.iter().map(move |f| p as f32 * f))
+            .collect();
+        (
+            ang.iter().map(|a| a.cos()).collect(),
+            ang.iter().map(|a| a.sin()).collect(),
+        )
+    }
+
+    /// Hidden states after the final norm, `(reads.len(), hidden)`, at `reads` = (item,
+    /// position); `x` holds the embeddings of the items of `lens`, end to end.
+    pub fn forward_at(
+        &self,
+        mut x: Vec<f32>,
+        lens: &[usize],
+        reads: &[(usize, usize)],
+    ) -> Vec<f32> {
+        let (h, inter, d) = (self.h, self.inter, self.heads);
+        let n: usize = lens.iter().sum();
+        assert_eq!(x.len(), n * h);
+        let starts: Vec<usize> = lens
+            .iter()
+            .scan(0, |s, &l| {
+                *s += l;
+                Some(*s - l)
+            })
+            .collect();
+        // position of each row within its item
+        let pos: Vec<usize> = lens.iter().flat_map(|&l| 0..l).collect();
+        let half = d.hd / 2;
+        let (cos, sin) = self.rotary(lens.iter().copied().max().unwrap_or(0));
+        let rot = |buf: &mut [f32], w: usize, heads: usize, positions: &[usize]| {
+            buf.par_chunks_mut(w).zip(positions).for_each(|(r, &p)| {
+                rope(r, heads, &cos[p * half..][..half], &sin[p * half..][..half])
+            });
+        };
+        let (w, a) = (d.stride(), d.nq * d.hd);
+        let idx: Vec<usize> = reads.iter().map(|&(i, p)| starts[i] + p).collect();
+        let r = reads.len();
+        let mut yr = vec![0f32; r * h];
+        let Some((last, rest)) = self.layers.split_last() else {
+            norm_rows(&gather(&x, h, &idx), &self.norm, self.eps, &mut yr);
+            return yr;
+        };
+        let mut y = vec![0f32; n * h];
+        let mut qkv = vec![0f32; n * w];
+        {
+            let mut att = vec![0f32; n * a];
+            let mut gu = vec![0f32; n * 2 * inter];
+            let mut act = vec![0f32; n * inter];
+            for l in rest {
+                norm_rows(&x, &l.ln1, self.eps, &mut y);
+                project(&y, &l.wqkv, w, l.bqkv.as_deref(), &mut qkv, false);
+                // rotary on the q and k heads, which are adjacent at the start of each row
+                rot(&mut qkv, w, d.nq + d.nkv, &pos);
+                attention::causal(&qkv, lens, d, &mut att);
+                project(&att, &l.wo, h, l.bo.as_deref(), &mut x, true);
+                norm_rows(&x, &l.ln2, self.eps, &mut y);
+                project(&y, &l.wgu, 2 * inter, None, &mut gu, false);
+                swiglu(&gu, inter, &mut act);
+                project(&act, &l.wd, h, None, &mut x, true);
+            }
+        }
+        // The last layer: keys and values at every row, the rest at the read rows.
+        let l = last;
+        norm_rows(&x, &l.ln1, self.eps, &mut y);
+        let kv_w = &l.wqkv[a * h..];
+        let kv_b = l.bqkv.as_ref().map(|b| &b[a..]);
+        project_into(&y, n, h, kv_w, w - a, kv_b, qkv[a..].as_mut_ptr(), w, false);
+        // rotary on the k heads only (the q columns of qkv are unused here)
+        qkv.par_chunks_mut(w).zip(&pos).for_each(|(r, &p)| {
+            rope(
+                &mut r[a..],
+                d.nkv,
+                &cos[p * half..][..half],
+                &sin[p * half..][..half],
+            )
+        });
+        let rows: Vec<(usize, usize)> = reads.iter().map(|&(i, p)| (starts[i], p)).collect();
+        let mut q = vec![0f32; r * a];
+        let q_b = l.bqkv.as_ref().map(|b| &b[..a]);
+        project(
+            &gather(&y, h, &idx),
+            &l.wqkv[..a * h],
+            a,
+            q_b,
+            &mut q,
+            false,
+        );
+        let read_pos: Vec<usize> = reads.iter().map(|&(_, p)| p).collect();
+        rot(&mut q, a, d.nq, &read_pos);
+        let mut att = vec![0f32; r * a];
+        attention::rows(&q, &qkv, &rows, d, &mut att);
+        let mut xr = gather(&x, h, &idx);
+        project(&att, &l.wo, h, l.bo.as_deref(), &mut xr, true);
+        norm_rows(&xr, &l.ln2, self.eps, &mut yr);
+        let mut gu = vec![0f32; r * 2 * inter];
+        project(&yr, &l.wgu, 2 * inter, None, &mut gu, false);
+        let mut act = vec![0f32; r * inter];
+        swiglu(&gu, inter, &mut act);
+        project(&act, &l.wd, h, None, &mut xr, true);
+        norm_rows(&xr, &self.norm, self.eps, &mut yr);
+        yr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::VarBuilder;
+
+    use super::super::model::{Decoder, ModelConfig};
+
+    /// Random weights under Hugging Face names for `c`.
+    fn weights(c: &ModelConfig) -> HashMap<String, Tensor> {
+        let dev = Device::Cpu;
+        let (h, hd, i) = (c.hidden_size, c.head_dim(), c.intermediate_size);
+        let (q, kv) = (c.num_attention_heads * hd, c.kv_heads() * hd);
+        let mut m = HashMap::new();
+        let mut put = |name: String, shape: &[usize], std: f64| {
+            let t = Tensor::randn(0f32, std as f32, shape, &dev).unwrap();
+            // norms near 1, like trained checkpoints
+            let t = if name.contains("norm") {
+                (t + 1.0).unwrap()
+            } else {
+                t
+            };
+            m.insert(name, t);
+        };
+        put("embed_tokens.weight".into(), &[c.vocab_size, h], 1.0);
+        put("norm.weight".into(), &[h], 0.1);
+        for l in 0..c.num_hidden_layers {
+            let p = |n: &str| format!("layers.{l}.{n}");
+            for (n, o) in [("q", q), ("k", kv), ("v", kv)] {
+                put(p(&format!("self_attn.{n}_proj.weight")), &[o, h], 0.2);
+                put(p(&format!("self_attn.{n}_proj.bias")), &[o], 0.2);
+            }
+            put(p("self_attn.o_proj.weight"), &[h, q], 0.2);
+            put(p("self_attn.o_proj.bias"), &[h], 0.2);
+            put(p("mlp.gate_proj.weight"), &[i, h], 0.2);
+            put(p("mlp.up_proj.weight"), &[i, h], 0.2);
+            put(p("mlp.down_proj.weight"), &[h, i], 0.2);
+            put(p("input_layernorm.weight"), &[h], 0.1);
+            put(p("post_attention_layernorm.weight"), &[h], 0.1);
+        }
+        m
+    }
+
+    /// The packed kernels give what candle's ops give (right-padded, dense masked attention)
+    /// for each family's quirks: q/k/v biases (Qwen2), biases everywhere (Llama
+    /// `attention_bias`), a sliding window (Mistral), grouped-query attention, items of mixed
+    /// lengths and a read at every position of the longest.
+    #[test]
+    fn packed_kernels_match_candle_ops() {
+        let families = [
+            serde_json::json!({"model_type": "qwen2"}),
+            serde_json::json!({"model_type": "llama", "attention_bias": true}),
+            serde_json::json!({"model_type": "mistral", "sliding_window": 7}),
+        ];
+        for extra in families {
+            let mut v = serde_json::json!({"vocab_size": 50, "hidden_size": 64,
+                "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "max_position_embeddings": 512, "rms_norm_eps": 1e-6});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            let c: ModelConfig = serde_json::from_value(v).unwrap();
+            let w = weights(&c);
+            let vb = || VarBuilder::from_tensors(w.clone(), DType::F32, &Device::Cpu);
+            let packed = Decoder::load_with(&c, vb(), true).unwrap();
+            let ops = Decoder::load_with(&c, vb(), false).unwrap();
+            assert!(packed.packed() && !ops.packed());
+            assert_eq!(packed.params(), ops.params());
+            let items: Vec<Vec<u32>> = [150usize, 3, 70]
+                .iter()
+                .enumerate()
+                .map(|(k, &n)| (0..n).map(|j| ((j * 7 + k * 13) % 50) as u32).collect())
+                .collect();
+            let rows: Vec<&[u32]> = items.iter().map(Vec::as_slice).collect();
+            let mut reads: Vec<(usize, usize)> = (0..150).map(|p| (0, p)).collect();
+            reads.extend([(1, 0), (1, 2), (2, 69), (2, 10)]);
+            let a = packed.forward_at(&rows, &reads).unwrap();
+            let b = ops.forward_at(&rows, &reads).unwrap();
+            let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
+            let d = d.max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(d < 1e-4, "{}: max difference {d}", c.model_type);
+        }
+    }
+}

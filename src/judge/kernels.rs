@@ -1,0 +1,357 @@
+//! The CPU f32 building blocks of the packed decoder forward (`cpu.rs`): matrix products on
+//! the `gemm` crate (candle's own CPU matmul engine, called directly so that operands can be
+//! strided views and results can accumulate into the residual stream), and the row kernels
+//! around them (RMSNorm, rotary positions, SiLU·mul, masked softmax).
+//!
+//! The row kernels are written as plain loops that vectorise, and each is compiled three
+//! times (baseline x86-64, AVX2+FMA, AVX-512) with the widest picked at run time: the default
+//! target is SSE2 only, and a binary built for one machine must still run on another.
+
+use gemm::Parallelism;
+
+/// Defines `$name(args)` that runs `$body(args)` compiled for the widest vector unit the CPU
+/// has. `$body` must be `#[inline(always)]` so that it is compiled inside each variant.
+macro_rules! widest {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                unsafe fn v4($($arg: $ty),*) { $body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) { $body($($arg),*) }
+                match level() {
+                    // SAFETY: `level` saw the features each variant is compiled for.
+                    4 => return unsafe { v4($($arg),*) },
+                    3 => return unsafe { v3($($arg),*) },
+                    _ => {}
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+/// 4: AVX-512 (F, VL, BW, DQ); 3: AVX2 + FMA; 0: neither.
+#[cfg(target_arch = "x86_64")]
+fn level() -> u8 {
+    use std::sync::OnceLock;
+    static LEVEL: OnceLock<u8> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let has = |f: &str| match f {
+            "avx512f" => std::is_x86_feature_detected!("avx512f"),
+            "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
+            "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
+            "avx512dq" => std::is_x86_feature_detected!("avx512dq"),
+            "avx2" => std::is_x86_feature_detected!("avx2"),
+            "fma" => std::is_x86_feature_detected!("fma"),
+            _ => false,
+        };
+        if ["avx512f", "avx512vl", "avx512bw", "avx512dq", "avx2", "fma"]
+            .iter()
+            .all(|f| has(f))
+        {
+            4
+        } else if has("avx2") && has("fma") {
+            3
+        } else {
+            0
+        }
+    })
+}
+
+/// A row-major matrix view: element `(r, c)` at `ptr[r * rs + c]`.
+#[derive(Clone, Copy)]
+pub struct View {
+    pub ptr: *const f32,
+    pub rs: usize,
+}
+
+/// `dst (m x n, row stride dst_rs) (+)= a (m x k) · bᵀ` where `b` is `n x k` row-major (a
+/// Hugging Face `Linear` weight is `(out, in)`, so `b` is the weight as stored). With
+/// `accumulate` the product is added to what `dst` holds (the residual stream, or a bias
+/// written first). `threads > 1` splits the product over rayon.
+///
+/// # Safety
+/// The views must cover `m x k` and `n x k` elements at their strides, `dst` must cover
+/// `m x n` at `dst_rs`, and `dst` must not overlap either operand.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_t(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    a: View,
+    b: View,
+    threads: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let par = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the caller's contract; `bᵀ` is `b` read with its strides swapped.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.ptr,
+            1,
+            a.rs as isize,
+            b.ptr,
+            b.rs as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// `dst (m x n, row stride dst_rs) = a (m x k) · b (k x n)`, both row-major views, on the
+/// calling thread.
+///
+/// # Safety
+/// As [`matmul_t`].
+pub unsafe fn matmul(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: usize, a: View, b: View) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            a.ptr,
+            1,
+            a.rs as isize,
+            b.ptr,
+            1,
+            b.rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+widest! {
+    /// RMSNorm of each `w.len()`-wide row of `x` into `out`: `x / sqrt(mean(x²) + eps) * w`.
+    pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) => rms_norm_body
+}
+
+#[inline(always)]
+fn rms_norm_body(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let h = w.len();
+    for (xr, or) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
+        let ss = lanes(xr, 0.0, |a, b| a + b * b, |a, b| a + b);
+        let inv = 1.0 / (ss / h as f32 + eps).sqrt();
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * inv * g;
+        }
+    }
+}
+
+widest! {
+    /// Rotary positions in place on `heads` consecutive `2 * cos.len()`-wide heads at the
+    /// start of `row` (Hugging Face's rotate-half layout): `cos`, `sin` are the row's angles.
+    pub fn rope(row: &mut [f32], heads: usize, cos: &[f32], sin: &[f32]) => rope_body
+}
+
+#[inline(always)]
+fn rope_body(row: &mut [f32], heads: usize, cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    for head in row[..heads * 2 * half].chunks_exact_mut(2 * half) {
+        let (a, b) = head.split_at_mut(half);
+        for i in 0..half {
+            let (x, y) = (a[i], b[i]);
+            a[i] = x * cos[i] - y * sin[i];
+            b[i] = y * cos[i] + x * sin[i];
+        }
+    }
+}
+
+widest! {
+    /// SwiGLU: for each row of `gu` (gate then up, `2 * inter` wide), `silu(gate) * up` into
+    /// the matching `inter`-wide row of `out`.
+    pub fn silu_mul(gu: &[f32], inter: usize, out: &mut [f32]) => silu_mul_body
+}
+
+#[inline(always)]
+fn silu_mul_body(gu: &[f32], inter: usize, out: &mut [f32]) {
+    for (r, o) in gu.chunks_exact(2 * inter).zip(out.chunks_exact_mut(inter)) {
+        let (g, u) = r.split_at(inter);
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            // sigmoid from e^-|g| (never overflows), chosen branch-free so the loop vectorises
+            let e = exp_neg(-g.abs());
+            let s = if g >= 0.0 { 1.0 } else { e } / (1.0 + e);
+            *o = g * s * u;
+        }
+    }
+}
+
+widest! {
+    /// Softmax of `row[first..end] * scale` in place; the rest of the row (masked) becomes 0.
+    pub fn softmax_row(row: &mut [f32], first: usize, end: usize, scale: f32) => softmax_body
+}
+
+#[inline(always)]
+fn softmax_body(row: &mut [f32], first: usize, end: usize, scale: f32) {
+    let mut z = 0.0;
+    exp_row_body(row, first, end, scale, &mut z);
+    let inv = 1.0 / z;
+    for x in row[first..end].iter_mut() {
+        *x *= inv;
+    }
+}
+
+widest! {
+    /// The softmax numerators: `row[first..end]` becomes `e^(x * scale - max)` in place, the
+    /// rest 0, and `z` their sum (attention divides its output rows by `z` instead of
+    /// normalising the wider score rows: one pass over the scores less).
+    pub fn exp_row(row: &mut [f32], first: usize, end: usize, scale: f32, z: &mut f32) => exp_row_body
+}
+
+#[inline(always)]
+fn exp_row_body(row: &mut [f32], first: usize, end: usize, scale: f32, z: &mut f32) {
+    let (head, rest) = row.split_at_mut(end);
+    head[..first].fill(0.0);
+    rest.fill(0.0);
+    let live = &mut head[first..];
+    let m = lanes(live, f32::NEG_INFINITY, f32::max, f32::max) * scale;
+    // exponentials and their sum in one pass, sixteen lanes
+    let mut acc = [0f32; 16];
+    let mut chunks = live.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for l in 0..16 {
+            c[l] = exp_neg(c[l] * scale - m);
+            acc[l] += c[l];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for x in chunks.into_remainder() {
+        *x = exp_neg(*x * scale - m);
+        sum += *x;
+    }
+    *z = sum;
+}
+
+/// Fold `xs` with sixteen independent lanes (`step(acc, x)`), then the lanes (`join`): a loop
+/// into one float accumulator cannot vectorise, as float addition is not reassociated.
+#[inline(always)]
+fn lanes(
+    xs: &[f32],
+    init: f32,
+    step: impl Fn(f32, f32) -> f32,
+    join: impl Fn(f32, f32) -> f32,
+) -> f32 {
+    let mut acc = [init; 16];
+    let chunks = xs.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..16 {
+            acc[l] = step(acc[l], c[l]);
+        }
+    }
+    let mut r = acc.into_iter().fold(init, &join);
+    for &x in rest {
+        r = step(r, x);
+    }
+    r
+}
+
+/// e^x for x <= 0 (softmax arguments after subtracting the max), relative error ~2e-7:
+/// x = n ln2 + r with |r| <= ln2/2, e^r by a degree-6 polynomial, 2^n from the exponent bits.
+/// Branch-free so that loops over it vectorise; below -87 it returns e^-87.
+#[inline(always)]
+pub fn exp_neg(x: f32) -> f32 {
+    let x = x.max(-87.0);
+    // floor(y + 0.5), not round(): round() is a libm call that stops vectorisation
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_accurate_on_softmax_arguments() {
+        let mut worst = 0f64;
+        for i in 0..=87_000 {
+            let x = -(i as f32) / 1000.0;
+            let (got, want) = (exp_neg(x) as f64, (x as f64).exp());
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 5e-7, "relative error {worst}");
+        assert_eq!(exp_neg(-1000.0), exp_neg(-87.0));
+    }
+
+    #[test]
+    fn row_kernels_match_their_formulas() {
+        let x: Vec<f32> = (0..2 * 40)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 3.0)
+            .collect();
+        let w: Vec<f32> = (0..40).map(|i| 0.5 + i as f32 / 40.0).collect();
+        let mut out = vec![0.0; 80];
+        rms_norm(&x, &w, 1e-6, &mut out);
+        for r in 0..2 {
+            let row = &x[r * 40..(r + 1) * 40];
+            let ms = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / 40.0;
+            for c in 0..40 {
+                let want = row[c] as f64 / (ms + 1e-6).sqrt() * w[c] as f64;
+                assert!((out[r * 40 + c] as f64 - want).abs() < 1e-5);
+            }
+        }
+        let mut o = vec![0.0; 40];
+        silu_mul(&x, 40, &mut o);
+        for c in 0..40 {
+            let g = x[c] as f64;
+            let want = g / (1.0 + (-g).exp()) * x[40 + c] as f64;
+            assert!((o[c] as f64 - want).abs() < 1e-5, "{c}: {} vs {want}", o[c]);
+        }
+        let mut row: Vec<f32> = (0..33).map(|i| i as f32 / 7.0).collect();
+        let orig = row.clone();
+        softmax_row(&mut row, 3, 30, 0.5);
+        let z: f64 = orig[3..30].iter().map(|v| (*v as f64 * 0.5).exp()).sum();
+        for (i, p) in row.iter().enumerate() {
+            let want = if (3..30).contains(&i) {
+                (orig[i] as f64 * 0.5).exp() / z
+            } else {
+                0.0
+            };
+            assert!((*p as f64 - want).abs() < 1e-6);
+        }
+        let mut h = vec![1.0, 2.0, 3.0, 4.0];
+        rope(&mut h, 1, &[0.5, 1.0], &[0.25, 0.0]);
+        assert_eq!(h, vec![1.0 * 0.5 - 3.0 * 0.25, 2.0, 3.0 * 0.5 + 0.25, 4.0]);
+    }
+}
