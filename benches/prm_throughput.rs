@@ -112,8 +112,8 @@ fn main() {
     };
     run(&parsed[..8]); // warm-up
     let busy0 = b.stats.busy_us.load(Ordering::Relaxed);
-    let (pad0, real0, batches0) = (
-        b.stats.padded_tokens.load(Ordering::Relaxed),
+    let (comp0, real0, batches0) = (
+        b.stats.computed_tokens.load(Ordering::Relaxed),
         b.stats.real_tokens.load(Ordering::Relaxed),
         b.stats.batches.load(Ordering::Relaxed),
     );
@@ -121,7 +121,7 @@ fn main() {
     let (ours, tok_time) = run(&parsed);
     let ours_s = t0.elapsed().as_secs_f64();
     let busy = (b.stats.busy_us.load(Ordering::Relaxed) - busy0) as f64 / 1e6;
-    let padded = b.stats.padded_tokens.load(Ordering::Relaxed) - pad0;
+    let computed = b.stats.computed_tokens.load(Ordering::Relaxed) - comp0;
     let real = b.stats.real_tokens.load(Ordering::Relaxed) - real0;
     let batches = b.stats.batches.load(Ordering::Relaxed) - batches0;
 
@@ -134,12 +134,11 @@ fn main() {
         prm.params as f64 / 1e6
     );
     println!(
-        "stepkto:      {:7.2} s  {:7.1} steps/s   (tokenize {:.2} s, forward {:.2} s in {batches} batches, padding {:.1}% of computed tokens)",
+        "stepkto:      {:7.2} s  {:7.1} steps/s   (tokenize {:.2} s, forward {:.2} s in {batches} batches, {computed} token rows computed)",
         ours_s,
         steps as f64 / ours_s,
         tok_time.as_secs_f64(),
         busy,
-        100.0 * (padded - real) as f64 / padded as f64
     );
 
     if std::env::var_os("STEPKTO_BENCH_SKIP_PY").is_some() {

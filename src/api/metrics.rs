@@ -156,9 +156,9 @@ pub fn render_judges(judges: &Judges) -> String {
             |b| c(&b.stats.items),
         ),
         (
-            "stepkto_prm_padded_tokens_total",
-            "Tokens computed, padding included.",
-            |b| c(&b.stats.padded_tokens),
+            "stepkto_prm_computed_tokens_total",
+            "Token rows computed: padding included (non-packed devices), tokens after an item's last step excluded.",
+            |b| c(&b.stats.computed_tokens),
         ),
         (
             "stepkto_prm_tokens_total",

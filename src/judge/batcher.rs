@@ -33,8 +33,9 @@ pub struct BatchConfig {
 pub struct BatchStats {
     pub batches: AtomicU64,
     pub items: AtomicU64,
-    /// Tokens computed, padding included.
-    pub padded_tokens: AtomicU64,
+    /// Token rows computed: padding included where items are padded, tokens after an
+    /// item's last read excluded.
+    pub computed_tokens: AtomicU64,
     pub real_tokens: AtomicU64,
     pub largest_batch: AtomicU64,
     pub dropped_client_gone: AtomicU64,
@@ -200,7 +201,7 @@ fn run(
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 stats.items.fetch_add(live.len() as u64, Ordering::Relaxed);
                 stats
-                    .padded_tokens
+                    .computed_tokens
                     .fetch_add(prm.computed_tokens(&items) as u64, Ordering::Relaxed);
                 let real: usize = items.iter().map(|t| t.ids.len()).sum();
                 stats.real_tokens.fetch_add(real as u64, Ordering::Relaxed);
