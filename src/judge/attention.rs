@@ -13,12 +13,15 @@ use std::cell::RefCell;
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{View, exp_row, matmul, matmul_t, softmax_row};
+use super::kernels::{View, exp_tile, matmul, matmul_t, softmax_row};
 
 /// Query rows per task: small enough that the part of the diagonal block above the diagonal
 /// (computed, then masked) stays a few percent of the work at PRM lengths, large enough
 /// (times the heads per kv head) for efficient products.
 const BLOCK: usize = 32;
+
+/// Keys per tile: a tile's scores (heads per kv head x `BLOCK` x `KEYS`) stay in L2.
+const KEYS: usize = 256;
 
 /// Shapes of the fused activations: `nq` query heads, then `nkv` key heads, then `nkv` value
 /// heads, each `hd` wide, in rows of `stride = (nq + 2 nkv) hd`.
@@ -105,11 +108,10 @@ pub fn causal(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32]) {
         let m = rep * nb;
         // keys the block's first row may see onwards
         let lo = (s + 1).saturating_sub(d.window);
-        let kl = e - lo;
-        with_scratch(m * (2 * hd + kl + 1), |buf| {
+        with_scratch(m * (2 * hd + KEYS + 3), |buf| {
             let (qs, rest) = buf.split_at_mut(m * hd);
-            let (sc, rest) = rest.split_at_mut(m * kl);
-            let (os, z) = rest.split_at_mut(m * hd);
+            let (sc, rest) = rest.split_at_mut(m * KEYS);
+            let (os, state) = rest.split_at_mut(m * hd);
             for r in 0..rep {
                 let hq = g * rep + r;
                 for p in 0..nb {
@@ -117,34 +119,49 @@ pub fn causal(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32]) {
                     qs[(r * nb + p) * hd..][..hd].copy_from_slice(&qkv[src..src + hd]);
                 }
             }
-            let (k, v) = (d.kv(qkv, off + lo, g, 0), d.kv(qkv, off + lo, g, 1));
-            // SAFETY: `qs` is m x hd, the key view covers kl rows of hd from row off + lo,
-            // `sc` is m x kl; none overlap.
-            unsafe {
-                let q = View {
-                    ptr: qs.as_ptr(),
-                    rs: hd,
-                };
-                matmul_t(m, kl, hd, sc.as_mut_ptr(), kl, false, q, k, 1);
+            for st in state.chunks_exact_mut(3) {
+                st.copy_from_slice(&[f32::NEG_INFINITY, 0.0, 1.0]);
             }
-            for (r, row) in sc.chunks_exact_mut(kl).enumerate() {
-                let i = s + r % nb;
-                let first = (i + 1).saturating_sub(d.window) - lo;
-                exp_row(row, first, i - lo + 1, d.scale(), &mut z[r]);
-            }
-            // SAFETY: `sc` is m x kl, the value view covers kl rows, `os` is m x hd.
-            unsafe {
-                let p = View {
-                    ptr: sc.as_ptr(),
-                    rs: kl,
-                };
-                matmul(m, hd, kl, os.as_mut_ptr(), hd, p, v);
+            let q = View {
+                ptr: qs.as_ptr(),
+                rs: hd,
+            };
+            // Keys in tiles, with the softmax kept running across them, so the scores of a
+            // tile stay in cache however long the item is.
+            for k0 in (lo..e).step_by(KEYS) {
+                let kt = KEYS.min(e - k0);
+                let (k, v) = (d.kv(qkv, off + k0, g, 0), d.kv(qkv, off + k0, g, 1));
+                let sc = &mut sc[..m * kt];
+                // SAFETY: `qs` is m x hd, the key view covers kt rows of hd from row off + k0,
+                // `sc` is m x kt; none overlap.
+                unsafe { matmul_t(m, kt, hd, sc.as_mut_ptr(), kt, false, q, k, 1) };
+                for (r, (row, st)) in sc
+                    .chunks_exact_mut(kt)
+                    .zip(state.chunks_exact_mut(3))
+                    .enumerate()
+                {
+                    let i = s + r % nb;
+                    let first = (i + 1).saturating_sub(d.window).max(k0) - k0;
+                    let end = (i + 1).min(k0 + kt).saturating_sub(k0);
+                    exp_tile(row, first, end.max(first), d.scale(), st);
+                    if k0 > lo && st[2] != 1.0 {
+                        os[r * hd..][..hd].iter_mut().for_each(|o| *o *= st[2]);
+                    }
+                }
+                // SAFETY: `sc` is m x kt, the value view covers kt rows, `os` is m x hd.
+                unsafe {
+                    let p = View {
+                        ptr: sc.as_ptr(),
+                        rs: kt,
+                    };
+                    matmul(m, hd, kt, os.as_mut_ptr(), hd, k0 > lo, p, v);
+                }
             }
             for r in 0..rep {
                 let hq = g * rep + r;
                 for p in 0..nb {
                     let at = (off + s + p) * a + hq * hd;
-                    let inv = 1.0 / z[r * nb + p];
+                    let inv = 1.0 / state[(r * nb + p) * 3 + 1];
                     let src = &os[(r * nb + p) * hd..][..hd];
                     // SAFETY: row off + s + p, head hq: written by this task only.
                     let o = unsafe { std::slice::from_raw_parts_mut(dst.at(at), hd) };
@@ -194,7 +211,7 @@ pub fn rows(q: &[f32], qkv: &[f32], reads: &[(usize, usize)], d: Heads, out: &mu
                     ptr: sc.as_ptr(),
                     rs: kl,
                 };
-                matmul(rep, hd, kl, dst.at(at), hd, pv, v);
+                matmul(rep, hd, kl, dst.at(at), hd, false, pv, v);
             }
         });
     });

@@ -122,12 +122,22 @@ pub unsafe fn matmul_t(
     }
 }
 
-/// `dst (m x n, row stride dst_rs) = a (m x k) · b (k x n)`, both row-major views, on the
-/// calling thread.
+/// `dst (m x n, row stride dst_rs) (+)= a (m x k) · b (k x n)`, both row-major views, on
+/// the calling thread.
 ///
 /// # Safety
 /// As [`matmul_t`].
-pub unsafe fn matmul(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: usize, a: View, b: View) {
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    a: View,
+    b: View,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -140,14 +150,14 @@ pub unsafe fn matmul(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: usize,
             dst,
             1,
             dst_rs as isize,
-            false,
+            accumulate,
             a.ptr,
             1,
             a.rs as isize,
             b.ptr,
             1,
             b.rs as isize,
-            0.0,
+            1.0,
             1.0,
             false,
             false,
@@ -227,13 +237,8 @@ fn softmax_body(row: &mut [f32], first: usize, end: usize, scale: f32) {
     }
 }
 
-widest! {
-    /// The softmax numerators: `row[first..end]` becomes `e^(x * scale - max)` in place, the
-    /// rest 0, and `z` their sum (attention divides its output rows by `z` instead of
-    /// normalising the wider score rows: one pass over the scores less).
-    pub fn exp_row(row: &mut [f32], first: usize, end: usize, scale: f32, z: &mut f32) => exp_row_body
-}
-
+/// The softmax numerators: `row[first..end]` becomes `e^(x * scale - max)` in place, the
+/// rest 0, and `z` their sum.
 #[inline(always)]
 fn exp_row_body(row: &mut [f32], first: usize, end: usize, scale: f32, z: &mut f32) {
     let (head, rest) = row.split_at_mut(end);
@@ -256,6 +261,53 @@ fn exp_row_body(row: &mut [f32], first: usize, end: usize, scale: f32, z: &mut f
         sum += *x;
     }
     *z = sum;
+}
+
+widest! {
+    /// One key tile of an online softmax (flash attention's running form). `state` is
+    /// `[max, sum, factor]` of the row so far (start: `[-inf, 0, _]`). `row[first..end]` (this
+    /// tile's visible scores) becomes `e^(x * scale - new max)`, the rest 0; the sum is
+    /// rescaled and extended, and `factor` = `e^(old max - new max)` is what the row's output
+    /// so far must be multiplied by. A tile with nothing visible leaves the state as it was
+    /// (factor 1).
+    pub fn exp_tile(row: &mut [f32], first: usize, end: usize, scale: f32, state: &mut [f32]) => exp_tile_body
+}
+
+#[inline(always)]
+fn exp_tile_body(row: &mut [f32], first: usize, end: usize, scale: f32, state: &mut [f32]) {
+    if first >= end {
+        row.fill(0.0);
+        state[2] = 1.0;
+        return;
+    }
+    let tile = lanes(&row[first..end], f32::NEG_INFINITY, f32::max, f32::max) * scale;
+    let m = state[0].max(tile);
+    // the first visible tile: nothing to rescale (and -inf - m must not reach the exp)
+    let factor = if state[0] == f32::NEG_INFINITY {
+        0.0
+    } else {
+        exp_neg(state[0] - m)
+    };
+    let (head, rest) = row.split_at_mut(end);
+    head[..first].fill(0.0);
+    rest.fill(0.0);
+    let live = &mut head[first..];
+    let mut acc = [0f32; 16];
+    let mut chunks = live.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for l in 0..16 {
+            c[l] = exp_neg(c[l] * scale - m);
+            acc[l] += c[l];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for x in chunks.into_remainder() {
+        *x = exp_neg(*x * scale - m);
+        sum += *x;
+    }
+    state[0] = m;
+    state[1] = state[1] * factor + sum;
+    state[2] = factor;
 }
 
 /// Fold `xs` with sixteen independent lanes (`step(acc, x)`), then the lanes (`join`): a loop

@@ -5,9 +5,11 @@
 //! Why not candle-transformers' models: their Llama and Mistral forwards return only the last
 //! token's vocabulary logits, and a PRM reads a score at every step, so it needs the hidden
 //! states at chosen positions. One decoder covers the three families (they differ in biases,
-//! rotary scaling and the sliding window), built from candle-nn's fused inference ops.
+//! rotary scaling and the sliding window).
 //!
-//! Batches are right-padded: with a causal mask a real token never sees the padding after
+//! Two ways to run the layers, same weights and same scores: on the CPU in f32 the packed
+//! kernels of `cpu.rs` (items end to end, no padding); elsewhere (CUDA, bf16) candle-nn ops
+//! on right-padded batches, where with a causal mask a real token never sees the padding after
 //! it, so a padded row computes exactly what the item alone would.
 
 use std::path::Path;
