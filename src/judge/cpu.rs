@@ -51,7 +51,7 @@ fn get(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>, JudgeEr
         .map_err(load)
 }
 
-/// Row `i` of `rows`-wide `m`.
+/// Row `i` of `m`, whose rows are `w` wide.
 fn row(m: &[f32], w: usize, i: usize) -> &[f32] {
     &m[i * w..(i + 1) * w]
 }
@@ -75,57 +75,45 @@ fn project(
     dst: &mut [f32],
     accumulate: bool,
 ) {
-    let inp = w.len() / out;
-    let rows = x.len() / inp;
+    let rows = x.len() / (w.len() / out);
     assert_eq!(dst.len(), rows * out);
-    project_into(
-        x,
-        rows,
-        inp,
-        w,
-        out,
-        bias,
-        dst.as_mut_ptr(),
-        out,
-        accumulate,
-    );
+    project_into(x, w, out, bias, dst, out, accumulate);
 }
 
-/// As [`project`] into `dst` rows of stride `dst_rs` (a column range of a wider matrix).
-#[allow(clippy::too_many_arguments)]
+/// As [`project`] into rows of stride `dst_rs` from the start of `dst` (a column range of a
+/// wider matrix: `dst` starts at the range's first column).
 fn project_into(
     x: &[f32],
-    rows: usize,
-    inp: usize,
     w: &[f32],
     out: usize,
     bias: Option<&[f32]>,
-    dst: *mut f32,
+    dst: &mut [f32],
     dst_rs: usize,
     accumulate: bool,
 ) {
-    assert!(x.len() >= rows * inp && w.len() >= out * inp);
+    let inp = w.len() / out;
+    let rows = x.len() / inp;
+    assert!(x.len() == rows * inp && w.len() == out * inp && dst_rs >= out);
+    assert!(rows == 0 || dst.len() >= (rows - 1) * dst_rs + out);
     let mut acc = accumulate;
     if let Some(b) = bias {
-        for r in 0..rows {
-            // SAFETY: the caller's `dst` covers `rows` rows of `out` at stride `dst_rs`.
-            let d = unsafe { std::slice::from_raw_parts_mut(dst.add(r * dst_rs), out) };
+        for d in dst.chunks_mut(dst_rs).take(rows) {
             if acc {
-                d.iter_mut().zip(b).for_each(|(d, b)| *d += b);
+                d[..out].iter_mut().zip(b).for_each(|(d, b)| *d += b);
             } else {
-                d.copy_from_slice(&b[..out]);
+                d[..out].copy_from_slice(&b[..out]);
             }
         }
         acc = true;
     }
-    // SAFETY: x is rows x inp, w is out x inp, dst covers rows x out at dst_rs and is a
-    // separate buffer.
+    // SAFETY: x is rows x inp, w is out x inp, dst covers rows x out at dst_rs (all checked
+    // above) and, being a `&mut`, overlaps neither.
     unsafe {
         matmul_t(
             rows,
             out,
             inp,
-            dst,
+            dst.as_mut_ptr(),
             dst_rs,
             acc,
             View {
@@ -300,7 +288,7 @@ impl CpuLayers {
         norm_rows(&x, &l.ln1, self.eps, &mut y);
         let kv_w = &l.wqkv[a * h..];
         let kv_b = l.bqkv.as_ref().map(|b| &b[a..]);
-        project_into(&y, n, h, kv_w, w - a, kv_b, qkv[a..].as_mut_ptr(), w, false);
+        project_into(&y, kv_w, w - a, kv_b, &mut qkv[a..], w, false);
         // rotary on the k heads only (the q columns of qkv are unused here)
         qkv.par_chunks_mut(w).zip(&pos).for_each(|(r, &p)| {
             rope(
