@@ -4,9 +4,10 @@
 //!
 //! Work is split into (item, kv head, block of query rows) tasks on rayon. A task stacks the
 //! query heads that share its kv head (grouped-query attention without copying keys per
-//! head), takes its scores as one matrix product against the keys its rows may see (so the
-//! upper triangle is skipped a block at a time and nothing of size `len x len` exists), runs
-//! the masked softmax in place and multiplies by the values.
+//! head) and walks the keys its rows may see in tiles (so the upper triangle is skipped a
+//! block at a time and nothing of size `len x len` exists): per tile, the scores are one
+//! matrix product, the masked softmax runs in place in its running (flash-attention) form,
+//! and the values are added in with the rescaled output so far.
 
 use std::cell::RefCell;
 
