@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{View, exp_tile, matmul, matmul_t, softmax_row};
+use super::kernels::{Rhs, View, exp_tile, matmul, softmax_row};
 
 /// Query rows per task: small enough that the part of the diagonal block above the diagonal
 /// (computed, then masked) stays a few percent of the work at PRM lengths, large enough
@@ -135,7 +135,19 @@ pub fn causal(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32]) {
                 let sc = &mut sc[..m * kt];
                 // SAFETY: `qs` is m x hd, the key view covers kt rows of hd from row off + k0,
                 // `sc` is m x kt; none overlap.
-                unsafe { matmul_t(m, kt, hd, sc.as_mut_ptr(), kt, false, q, k, 1) };
+                unsafe {
+                    matmul(
+                        m,
+                        kt,
+                        hd,
+                        sc.as_mut_ptr(),
+                        kt,
+                        false,
+                        q,
+                        Rhs::Transposed(k),
+                        1,
+                    )
+                };
                 for (r, (row, st)) in sc
                     .chunks_exact_mut(kt)
                     .zip(state.chunks_exact_mut(3))
@@ -155,7 +167,7 @@ pub fn causal(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32]) {
                         ptr: sc.as_ptr(),
                         rs: kt,
                     };
-                    matmul(m, hd, kt, os.as_mut_ptr(), hd, k0 > lo, p, v);
+                    matmul(m, hd, kt, os.as_mut_ptr(), hd, k0 > lo, p, Rhs::Rows(v), 1);
                 }
             }
             for r in 0..rep {
@@ -204,7 +216,17 @@ pub fn rows(q: &[f32], qkv: &[f32], reads: &[(usize, usize)], d: Heads, out: &mu
                     ptr: q[at..].as_ptr(),
                     rs: hd,
                 };
-                matmul_t(rep, kl, hd, sc.as_mut_ptr(), kl, false, qv, k, 1);
+                matmul(
+                    rep,
+                    kl,
+                    hd,
+                    sc.as_mut_ptr(),
+                    kl,
+                    false,
+                    qv,
+                    Rhs::Transposed(k),
+                    1,
+                );
                 for row in sc.chunks_exact_mut(kl) {
                     softmax_row(row, 0, kl, d.scale());
                 }
@@ -212,7 +234,7 @@ pub fn rows(q: &[f32], qkv: &[f32], reads: &[(usize, usize)], d: Heads, out: &mu
                     ptr: sc.as_ptr(),
                     rs: kl,
                 };
-                matmul(rep, hd, kl, dst.at(at), hd, false, pv, v);
+                matmul(rep, hd, kl, dst.at(at), hd, false, pv, Rhs::Rows(v), 1);
             }
         });
     });

@@ -15,8 +15,8 @@ use rayon::prelude::*;
 
 use super::JudgeError;
 use super::attention::{self, Heads};
-use super::kernels::{View, matmul_t, rms_norm, rope, silu_mul};
-use super::model::ModelConfig;
+use super::kernels::{Rhs, View, matmul, rms_norm, rope, silu_mul};
+use super::model::{ModelConfig, rotary_tables};
 
 /// Rows per parallel chunk in the row kernels.
 const ROWS: usize = 16;
@@ -109,7 +109,7 @@ fn project_into(
     // SAFETY: x is rows x inp, w is out x inp, dst covers rows x out at dst_rs (all checked
     // above) and, being a `&mut`, overlaps neither.
     unsafe {
-        matmul_t(
+        matmul(
             rows,
             out,
             inp,
@@ -120,10 +120,10 @@ fn project_into(
                 ptr: x.as_ptr(),
                 rs: inp,
             },
-            View {
+            Rhs::Transposed(View {
                 ptr: w.as_ptr(),
                 rs: inp,
-            },
+            }),
             threads(),
         )
     }
@@ -217,16 +217,13 @@ impl CpuLayers {
         layers + self.norm.len()
     }
 
-    /// cos and sin tables `(len, hd / 2)`; the angle is the f32 product position * inv_freq,
-    /// as the reference computes it.
-    fn rotary(&self, len: usize) -> (Vec<f32>, Vec<f32>) {
-        let ang: Vec<f32> = (0..len)
-            .flat_map(|p| self.inv_freq.iter().map(move |f| p as f32 * f))
-            .collect();
-        (
-            ang.iter().map(|a| a.cos()).collect(),
-            ang.iter().map(|a| a.sin()).collect(),
-        )
+    /// The layer's second half on the rows of `x`, in place: `x += down(silu(gate(y)) *
+    /// up(y))` with `y = norm(x)`; `y`, `gu` and `act` are scratch of the same rows.
+    fn mlp(&self, l: &Layer, x: &mut [f32], y: &mut [f32], gu: &mut [f32], act: &mut [f32]) {
+        norm_rows(x, &l.ln2, self.eps, y);
+        project(y, &l.wgu, 2 * self.inter, None, gu, false);
+        swiglu(gu, self.inter, act);
+        project(act, &l.wd, self.h, None, x, true);
     }
 
     /// Hidden states after the final norm, `(reads.len(), hidden)`, at `reads` = (item,
@@ -250,10 +247,12 @@ impl CpuLayers {
         // position of each row within its item
         let pos: Vec<usize> = lens.iter().flat_map(|&l| 0..l).collect();
         let half = d.hd / 2;
-        let (cos, sin) = self.rotary(lens.iter().copied().max().unwrap_or(0));
-        let rot = |buf: &mut [f32], w: usize, heads: usize, positions: &[usize]| {
+        let (cos, sin) = rotary_tables(&self.inv_freq, lens.iter().copied().max().unwrap_or(0));
+        // rotary on `heads` heads from column `from` of each `w`-wide row of `buf`
+        let rot = |buf: &mut [f32], w: usize, from: usize, heads: usize, positions: &[usize]| {
             buf.par_chunks_mut(w).zip(positions).for_each(|(r, &p)| {
-                rope(r, heads, &cos[p * half..][..half], &sin[p * half..][..half])
+                let (c, s) = (&cos[p * half..][..half], &sin[p * half..][..half]);
+                rope(&mut r[from..], heads, c, s)
             });
         };
         let (w, a) = (d.stride(), d.nq * d.hd);
@@ -274,13 +273,10 @@ impl CpuLayers {
                 norm_rows(&x, &l.ln1, self.eps, &mut y);
                 project(&y, &l.wqkv, w, l.bqkv.as_deref(), &mut qkv, false);
                 // rotary on the q and k heads, which are adjacent at the start of each row
-                rot(&mut qkv, w, d.nq + d.nkv, &pos);
+                rot(&mut qkv, w, 0, d.nq + d.nkv, &pos);
                 attention::causal(&qkv, lens, d, &mut att);
                 project(&att, &l.wo, h, l.bo.as_deref(), &mut x, true);
-                norm_rows(&x, &l.ln2, self.eps, &mut y);
-                project(&y, &l.wgu, 2 * inter, None, &mut gu, false);
-                swiglu(&gu, inter, &mut act);
-                project(&act, &l.wd, h, None, &mut x, true);
+                self.mlp(l, &mut x, &mut y, &mut gu, &mut act);
             }
         }
         // The last layer: keys and values at every row, the rest at the read rows.
@@ -290,14 +286,7 @@ impl CpuLayers {
         let kv_b = l.bqkv.as_ref().map(|b| &b[a..]);
         project_into(&y, kv_w, w - a, kv_b, &mut qkv[a..], w, false);
         // rotary on the k heads only (the q columns of qkv are unused here)
-        qkv.par_chunks_mut(w).zip(&pos).for_each(|(r, &p)| {
-            rope(
-                &mut r[a..],
-                d.nkv,
-                &cos[p * half..][..half],
-                &sin[p * half..][..half],
-            )
-        });
+        rot(&mut qkv, w, a, d.nkv, &pos);
         let rows: Vec<(usize, usize)> = reads.iter().map(|&(i, p)| (starts[i], p)).collect();
         let mut q = vec![0f32; r * a];
         let q_b = l.bqkv.as_ref().map(|b| &b[..a]);
@@ -310,17 +299,13 @@ impl CpuLayers {
             false,
         );
         let read_pos: Vec<usize> = reads.iter().map(|&(_, p)| p).collect();
-        rot(&mut q, a, d.nq, &read_pos);
+        rot(&mut q, a, 0, d.nq, &read_pos);
         let mut att = vec![0f32; r * a];
         attention::rows(&q, &qkv, &rows, d, &mut att);
         let mut xr = gather(&x, h, &idx);
         project(&att, &l.wo, h, l.bo.as_deref(), &mut xr, true);
-        norm_rows(&xr, &l.ln2, self.eps, &mut yr);
-        let mut gu = vec![0f32; r * 2 * inter];
-        project(&yr, &l.wgu, 2 * inter, None, &mut gu, false);
-        let mut act = vec![0f32; r * inter];
-        swiglu(&gu, inter, &mut act);
-        project(&act, &l.wd, h, None, &mut xr, true);
+        let (mut gu, mut act) = (vec![0f32; r * 2 * inter], vec![0f32; r * inter]);
+        self.mlp(l, &mut xr, &mut yr, &mut gu, &mut act);
         norm_rows(&xr, &self.norm, self.eps, &mut yr);
         yr
     }

@@ -36,24 +36,14 @@ macro_rules! widest {
 /// 4: AVX-512 (F, VL, BW, DQ); 3: AVX2 + FMA; 0: neither.
 #[cfg(target_arch = "x86_64")]
 fn level() -> u8 {
+    use std::is_x86_feature_detected as has;
     use std::sync::OnceLock;
     static LEVEL: OnceLock<u8> = OnceLock::new();
     *LEVEL.get_or_init(|| {
-        let has = |f: &str| match f {
-            "avx512f" => std::is_x86_feature_detected!("avx512f"),
-            "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
-            "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
-            "avx512dq" => std::is_x86_feature_detected!("avx512dq"),
-            "avx2" => std::is_x86_feature_detected!("avx2"),
-            "fma" => std::is_x86_feature_detected!("fma"),
-            _ => false,
-        };
-        if ["avx512f", "avx512vl", "avx512bw", "avx512dq", "avx2", "fma"]
-            .iter()
-            .all(|f| has(f))
-        {
+        let v3 = has!("avx2") && has!("fma");
+        if v3 && has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq") {
             4
-        } else if has("avx2") && has("fma") {
+        } else if v3 {
             3
         } else {
             0
@@ -68,65 +58,23 @@ pub struct View {
     pub rs: usize,
 }
 
-/// `dst (m x n, row stride dst_rs) (+)= a (m x k) · bᵀ` where `b` is `n x k` row-major (a
-/// Hugging Face `Linear` weight is `(out, in)`, so `b` is the weight as stored). With
-/// `accumulate` the product is added to what `dst` holds (the residual stream, or a bias
-/// written first). `threads > 1` splits the product over rayon.
-///
-/// # Safety
-/// The views must cover `m x k` and `n x k` elements at their strides, `dst` must cover
-/// `m x n` at `dst_rs`, and `dst` must not overlap either operand.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn matmul_t(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    a: View,
-    b: View,
-    threads: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let par = if threads > 1 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
-    // SAFETY: the caller's contract; `bᵀ` is `b` read with its strides swapped.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            a.ptr,
-            1,
-            a.rs as isize,
-            b.ptr,
-            b.rs as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
+/// The right operand of [`matmul`], a row-major view either way.
+#[derive(Clone, Copy)]
+pub enum Rhs {
+    /// `k x n` as stored.
+    Rows(View),
+    /// `n x k`, used as its transpose: a Hugging Face `Linear` weight is `(out, in)`, and
+    /// `x · Wᵀ` reads it as stored.
+    Transposed(View),
 }
 
-/// `dst (m x n, row stride dst_rs) (+)= a (m x k) · b (k x n)`, both row-major views, on
-/// the calling thread.
+/// `dst (m x n, row stride dst_rs) (+)= a (m x k) · b`. With `accumulate` the product is
+/// added to what `dst` holds (the residual stream, or a bias written first). `threads > 1`
+/// splits the product over rayon.
 ///
 /// # Safety
-/// As [`matmul_t`].
+/// `a` must cover `m x k` elements at its stride and `b` its `k x n` (or `n x k`), `dst` must
+/// cover `m x n` at `dst_rs` and must not overlap either operand.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn matmul(
     m: usize,
@@ -136,11 +84,22 @@ pub unsafe fn matmul(
     dst_rs: usize,
     accumulate: bool,
     a: View,
-    b: View,
+    b: Rhs,
+    threads: usize,
 ) {
     if m == 0 || n == 0 {
         return;
     }
+    // gemm takes the right operand as (column stride, row stride) of `k x n`
+    let (b, b_cs, b_rs) = match b {
+        Rhs::Rows(v) => (v.ptr, 1, v.rs),
+        Rhs::Transposed(v) => (v.ptr, v.rs, 1),
+    };
+    let par = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
     // SAFETY: the caller's contract.
     unsafe {
         gemm::gemm(
@@ -154,15 +113,15 @@ pub unsafe fn matmul(
             a.ptr,
             1,
             a.rs as isize,
-            b.ptr,
-            1,
-            b.rs as isize,
+            b,
+            b_cs as isize,
+            b_rs as isize,
             1.0,
             1.0,
             false,
             false,
             false,
-            Parallelism::None,
+            par,
         )
     }
 }
@@ -229,26 +188,22 @@ widest! {
 
 #[inline(always)]
 fn softmax_body(row: &mut [f32], first: usize, end: usize, scale: f32) {
-    let mut z = 0.0;
-    exp_row_body(row, first, end, scale, &mut z);
-    let inv = 1.0 / z;
+    let m = lanes(&row[first..end], f32::NEG_INFINITY, f32::max, f32::max) * scale;
+    let inv = 1.0 / exp_masked(row, first, end, scale, m);
     for x in row[first..end].iter_mut() {
         *x *= inv;
     }
 }
 
-/// The softmax numerators: `row[first..end]` becomes `e^(x * scale - max)` in place, the
-/// rest 0, and `z` their sum.
+/// `row[first..end]` becomes `e^(x * scale - m)` and the rest of the row 0; returns the sum
+/// of the exponentials (one pass, sixteen lanes).
 #[inline(always)]
-fn exp_row_body(row: &mut [f32], first: usize, end: usize, scale: f32, z: &mut f32) {
+fn exp_masked(row: &mut [f32], first: usize, end: usize, scale: f32, m: f32) -> f32 {
     let (head, rest) = row.split_at_mut(end);
     head[..first].fill(0.0);
     rest.fill(0.0);
-    let live = &mut head[first..];
-    let m = lanes(live, f32::NEG_INFINITY, f32::max, f32::max) * scale;
-    // exponentials and their sum in one pass, sixteen lanes
     let mut acc = [0f32; 16];
-    let mut chunks = live.chunks_exact_mut(16);
+    let mut chunks = head[first..].chunks_exact_mut(16);
     for c in &mut chunks {
         for l in 0..16 {
             c[l] = exp_neg(c[l] * scale - m);
@@ -260,7 +215,7 @@ fn exp_row_body(row: &mut [f32], first: usize, end: usize, scale: f32, z: &mut f
         *x = exp_neg(*x * scale - m);
         sum += *x;
     }
-    *z = sum;
+    sum
 }
 
 widest! {
@@ -288,23 +243,7 @@ fn exp_tile_body(row: &mut [f32], first: usize, end: usize, scale: f32, state: &
     } else {
         exp_neg(state[0] - m)
     };
-    let (head, rest) = row.split_at_mut(end);
-    head[..first].fill(0.0);
-    rest.fill(0.0);
-    let live = &mut head[first..];
-    let mut acc = [0f32; 16];
-    let mut chunks = live.chunks_exact_mut(16);
-    for c in &mut chunks {
-        for l in 0..16 {
-            c[l] = exp_neg(c[l] * scale - m);
-            acc[l] += c[l];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for x in chunks.into_remainder() {
-        *x = exp_neg(*x * scale - m);
-        sum += *x;
-    }
+    let sum = exp_masked(row, first, end, scale, m);
     state[0] = m;
     state[1] = state[1] * factor + sum;
     state[2] = factor;

@@ -330,10 +330,6 @@ impl Decoder {
         matches!(self.body, Body::Packed(_))
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
     /// Parameter count (embeddings included), for `/v1/models`.
     pub fn params(&self) -> usize {
         let lin = |l: &Linear| l.weight().elem_count() + l.bias().map_or(0, |b| b.elem_count());
@@ -415,17 +411,11 @@ impl Decoder {
     }
 
     fn rotary(&self, inv_freq: &[f32], t: usize) -> candle_core::Result<(Tensor, Tensor)> {
-        let half = inv_freq.len();
-        let mut ang = Vec::with_capacity(t * half);
-        for p in 0..t {
-            for f in inv_freq {
-                // f32 product, as the reference computes position * inv_freq
-                ang.push((p as f32) * f);
-            }
-        }
-        let ang = Tensor::from_vec(ang, (t, half), &self.device)?;
+        let (cos, sin) = rotary_tables(inv_freq, t);
         let dt = self.embed.embeddings().dtype();
-        Ok((ang.cos()?.to_dtype(dt)?, ang.sin()?.to_dtype(dt)?))
+        let table =
+            |v: Vec<f32>| Tensor::from_vec(v, (t, inv_freq.len()), &self.device)?.to_dtype(dt);
+        Ok((table(cos)?, table(sin)?))
     }
 }
 
@@ -536,8 +526,20 @@ impl Head {
     }
 }
 
+/// Rotary cos and sin tables `(len, inv_freq.len())`, row-major; the angle is the f32
+/// product position * inv_freq, as the reference computes it.
+pub(super) fn rotary_tables(inv_freq: &[f32], len: usize) -> (Vec<f32>, Vec<f32>) {
+    let ang: Vec<f32> = (0..len)
+        .flat_map(|p| inv_freq.iter().map(move |f| p as f32 * f))
+        .collect();
+    (
+        ang.iter().map(|a| a.cos()).collect(),
+        ang.iter().map(|a| a.sin()).collect(),
+    )
+}
+
 /// Right-pad token rows to one `(batch, len)` tensor.
-pub fn ids_tensor(rows: &[&[u32]], pad: u32, device: &Device) -> candle_core::Result<Tensor> {
+fn ids_tensor(rows: &[&[u32]], pad: u32, device: &Device) -> candle_core::Result<Tensor> {
     let t = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
     let mut flat = Vec::with_capacity(rows.len() * t);
     for r in rows {
