@@ -23,6 +23,7 @@ use candle_core::Device;
 use serde_json::{Value, json};
 use stepkto::devices::DevicePool;
 use stepkto::judge::batcher::{BatchConfig, Batcher};
+use stepkto::judge::model::CpuMatmul;
 use stepkto::judge::prm::{ModelSpec, Prm};
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -80,66 +81,41 @@ fn main() {
         })
         .collect();
 
-    // stepkto: tokenize every item, queue them all, wait for the scores.
-    let spec = ModelSpec {
-        name: Some("bench".into()),
-        dir: dir.clone(),
-        recipe: None,
-        max_context: None,
-    };
-    let prm = Arc::new(Prm::load(&spec, &Device::Cpu).unwrap());
-    let pool = DevicePool::new("cpu").unwrap();
-    let cfg = BatchConfig {
-        max_batch_tokens: env_or("STEPKTO_BENCH_MAX_BATCH_TOKENS", 2048),
-        max_queue: 4096,
-    };
-    let b = Batcher::spawn(prm.clone(), pool.lease("bench"), cfg).unwrap();
-    let run = |its: &[(String, Vec<String>)]| -> (Vec<Vec<f32>>, Duration) {
-        let t0 = Instant::now();
-        let toks: Vec<_> = its
-            .iter()
-            .map(|(p, s)| prm.tokenize(p, s).unwrap())
-            .collect();
-        let tok_time = t0.elapsed();
-        let far = Instant::now() + Duration::from_secs(3600);
-        let rx = b.submit(toks, far, 3_600_000).unwrap();
-        (
-            rx.into_iter()
-                .map(|r| r.blocking_recv().unwrap().unwrap())
-                .collect(),
-            tok_time,
-        )
-    };
-    run(&parsed[..8]); // warm-up
-    let busy0 = b.stats.busy_us.load(Ordering::Relaxed);
-    let (comp0, real0, batches0) = (
-        b.stats.computed_tokens.load(Ordering::Relaxed),
-        b.stats.real_tokens.load(Ordering::Relaxed),
-        b.stats.batches.load(Ordering::Relaxed),
-    );
-    let t0 = Instant::now();
-    let (ours, tok_time) = run(&parsed);
-    let ours_s = t0.elapsed().as_secs_f64();
-    let busy = (b.stats.busy_us.load(Ordering::Relaxed) - busy0) as f64 / 1e6;
-    let computed = b.stats.computed_tokens.load(Ordering::Relaxed) - comp0;
-    let real = b.stats.real_tokens.load(Ordering::Relaxed) - real0;
-    let batches = b.stats.batches.load(Ordering::Relaxed) - batches0;
-
     println!(
-        "items: {} ({note}), {steps} steps, {real} tokens",
-        items.len()
+        "items: {} ({note}), {steps} steps, {} tokens",
+        items.len(),
+        count_tokens(&dir, &parsed)
     );
-    println!(
-        "checkpoint: Qwen2-shaped, {:.1}M parameters, f32, {threads} threads",
-        prm.params as f64 / 1e6
-    );
-    println!(
-        "stepkto:      {:7.2} s  {:7.1} steps/s   (tokenize {:.2} s, forward {:.2} s in {batches} batches, {computed} token rows computed)",
-        ours_s,
-        steps as f64 / ours_s,
-        tok_time.as_secs_f64(),
-        busy,
-    );
+    // stepkto with the serve default (`auto`: bf16x3 on AMX), and f32 where that differs
+    let mut engines = vec![CpuMatmul::Auto.resolve().unwrap()];
+    if engines[0] != CpuMatmul::F32 {
+        engines.push(CpuMatmul::F32);
+    }
+    let mut ours = Vec::new();
+    for (i, &m) in engines.iter().enumerate() {
+        let run = run_stepkto(&dir, &parsed, m);
+        if i == 0 {
+            println!(
+                "checkpoint: Qwen2-shaped, {:.1}M parameters, f32 weights, {threads} threads",
+                run.params as f64 / 1e6
+            );
+        }
+        println!(
+            "stepkto {:<8} {:7.2} s  {:7.1} steps/s   (tokenize {:.2} s, forward {:.2} s in {} batches, {} token rows computed)",
+            format!("{}:", m.name()),
+            run.secs,
+            steps as f64 / run.secs,
+            run.tokenize_s,
+            run.busy_s,
+            run.batches,
+            run.computed,
+        );
+        ours.push((m, run));
+    }
+    if ours.len() == 2 {
+        let d = max_diff(&ours[0].1.scores, ours[1].1.scores.iter().cloned());
+        println!("max |bf16x3 - f32| over all {steps} step scores: {d:.2e}");
+    }
 
     if std::env::var_os("STEPKTO_BENCH_SKIP_PY").is_some() {
         return;
@@ -169,13 +145,18 @@ fn main() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let single = r["single_s"].as_f64().unwrap();
     let batched = r["batched_s"].as_f64().unwrap();
-    let theirs = r["scores"].as_array().unwrap();
-    let mut diff = 0f64;
-    for (a, b) in ours.iter().zip(theirs) {
-        for (x, y) in a.iter().zip(b.as_array().unwrap()) {
-            diff = diff.max((*x as f64 - y.as_f64().unwrap()).abs());
-        }
-    }
+    let theirs: Vec<Vec<f32>> = r["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect();
     println!(
         "transformers: {:7.2} s  {:7.1} steps/s   one item per pass (model card usage; torch {}, {} threads, attention {}, tokenize {:.2} s)",
         single,
@@ -191,11 +172,101 @@ fn main() {
         steps as f64 / batched
     );
     let best = single.min(batched);
-    println!(
-        "ratio: stepkto / transformers = {:.2}x (vs one-by-one {:.2}x, vs sorted batches {:.2}x)",
-        best / ours_s,
-        single / ours_s,
-        batched / ours_s
+    for (m, run) in &ours {
+        println!(
+            "ratio {:<8} stepkto / transformers = {:.2}x (vs one-by-one {:.2}x, vs sorted batches {:.2}x); max |stepkto - transformers| over all {steps} step scores: {:.2e}",
+            format!("{}:", m.name()),
+            best / run.secs,
+            single / run.secs,
+            batched / run.secs,
+            max_diff(&run.scores, theirs.iter().cloned()),
+        );
+    }
+}
+
+/// Largest absolute difference between two score lists of the same shape.
+fn max_diff(a: &[Vec<f32>], b: impl Iterator<Item = Vec<f32>>) -> f64 {
+    let mut d = 0f64;
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.len(), y.len());
+        for (p, q) in x.iter().zip(&y) {
+            d = d.max((*p as f64 - *q as f64).abs());
+        }
+    }
+    d
+}
+
+/// Tokens of all items under the benchmark's recipe.
+fn count_tokens(dir: &Path, items: &[(String, Vec<String>)]) -> usize {
+    let prm = Prm::load(&spec(dir, CpuMatmul::F32), &Device::Cpu).unwrap();
+    items
+        .iter()
+        .map(|(p, s)| prm.tokenize(p, s).unwrap().ids.len())
+        .sum()
+}
+
+fn spec(dir: &Path, m: CpuMatmul) -> ModelSpec {
+    ModelSpec {
+        name: Some("bench".into()),
+        dir: dir.to_path_buf(),
+        recipe: None,
+        max_context: None,
+        cpu_matmul: m,
+    }
+}
+
+struct Run {
+    secs: f64,
+    tokenize_s: f64,
+    busy_s: f64,
+    batches: u64,
+    computed: u64,
+    params: usize,
+    scores: Vec<Vec<f32>>,
+}
+
+/// stepkto as served: tokenize every item, queue them all on the batcher, wait for the
+/// scores (after a warm-up of eight items).
+fn run_stepkto(dir: &Path, items: &[(String, Vec<String>)], m: CpuMatmul) -> Run {
+    let prm = Arc::new(Prm::load(&spec(dir, m), &Device::Cpu).unwrap());
+    let pool = DevicePool::new("cpu").unwrap();
+    let cfg = BatchConfig {
+        max_batch_tokens: env_or("STEPKTO_BENCH_MAX_BATCH_TOKENS", 2048),
+        max_queue: 4096,
+    };
+    let b = Batcher::spawn(prm.clone(), pool.lease("bench"), cfg).unwrap();
+    let run = |its: &[(String, Vec<String>)]| -> (Vec<Vec<f32>>, Duration) {
+        let t0 = Instant::now();
+        let toks: Vec<_> = its
+            .iter()
+            .map(|(p, s)| prm.tokenize(p, s).unwrap())
+            .collect();
+        let tok_time = t0.elapsed();
+        let far = Instant::now() + Duration::from_secs(3600);
+        let rx = b.submit(toks, far, 3_600_000).unwrap();
+        (
+            rx.into_iter()
+                .map(|r| r.blocking_recv().unwrap().unwrap())
+                .collect(),
+            tok_time,
+        )
+    };
+    run(&items[..8.min(items.len())]);
+    let stat = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let (busy0, comp0, batches0) = (
+        stat(&b.stats.busy_us),
+        stat(&b.stats.computed_tokens),
+        stat(&b.stats.batches),
     );
-    println!("max |stepkto - transformers| over all {steps} step scores: {diff:.2e}");
+    let t0 = Instant::now();
+    let (scores, tok_time) = run(items);
+    Run {
+        secs: t0.elapsed().as_secs_f64(),
+        tokenize_s: tok_time.as_secs_f64(),
+        busy_s: (stat(&b.stats.busy_us) - busy0) as f64 / 1e6,
+        batches: stat(&b.stats.batches) - batches0,
+        computed: stat(&b.stats.computed_tokens) - comp0,
+        params: prm.params,
+        scores,
+    }
 }

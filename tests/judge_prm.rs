@@ -27,6 +27,7 @@ fn judges(
         dir: dir.to_path_buf(),
         recipe: None,
         max_context,
+        cpu_matmul: Default::default(),
     };
     let pool = DevicePool::new("cpu").unwrap();
     (Judges::load(&[spec], &pool, cfg).unwrap(), pool)
@@ -260,6 +261,7 @@ fn items_whose_client_left_are_dropped_unscored() {
         dir: dir.clone(),
         recipe: None,
         max_context: None,
+        cpu_matmul: Default::default(),
     };
     let prm = Arc::new(Prm::load(&spec, &Device::Cpu).unwrap());
     let pool = DevicePool::new("cpu").unwrap();

@@ -11,9 +11,14 @@ use candle_core::Device;
 use common::tiny;
 use serde_json::Value;
 use stepkto::judge::JudgeError;
+use stepkto::judge::model::CpuMatmul;
 use stepkto::judge::prm::{ModelSpec, Prm};
 
 fn load(recipe: &str, sharded: bool, named: bool) -> (Prm, PathBuf) {
+    load_with(recipe, sharded, named, CpuMatmul::Auto)
+}
+
+fn load_with(recipe: &str, sharded: bool, named: bool, m: CpuMatmul) -> (Prm, PathBuf) {
     let dir = tiny::temp_dir(recipe);
     tiny::write_checkpoint(recipe, &dir, sharded);
     let spec = ModelSpec {
@@ -21,8 +26,20 @@ fn load(recipe: &str, sharded: bool, named: bool) -> (Prm, PathBuf) {
         dir: dir.clone(),
         recipe: named.then(|| recipe.to_string()),
         max_context: None,
+        cpu_matmul: m,
     };
     (Prm::load(&spec, &Device::Cpu).unwrap(), dir)
+}
+
+/// The CPU product engines this machine has: f32 always, bf16x3 where there is AMX.
+fn engines() -> Vec<CpuMatmul> {
+    match CpuMatmul::Bf16x3.resolve() {
+        Ok(m) => vec![CpuMatmul::F32, m],
+        Err(e) => {
+            eprintln!("bf16x3 not checked here: {e}");
+            vec![CpuMatmul::F32]
+        }
+    }
 }
 
 fn items(e: &Value) -> Vec<(String, Vec<String>)> {
@@ -43,11 +60,19 @@ fn items(e: &Value) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-/// Max |ours - reference| over all steps of all items, scoring each item alone.
+/// Max |ours - reference| over all steps of all items, scoring each item alone, with each
+/// CPU product engine.
 fn check_recipe(recipe: &str, named: bool, sharded: bool) {
+    for m in engines() {
+        check_recipe_with(recipe, named, sharded, m);
+    }
+}
+
+fn check_recipe_with(recipe: &str, named: bool, sharded: bool, m: CpuMatmul) {
     let e = tiny::expected();
-    let (prm, dir) = load(recipe, sharded, named);
+    let (prm, dir) = load_with(recipe, sharded, named, m);
     assert_eq!(prm.recipe.name, recipe);
+    assert_eq!(prm.numerics(), m.name());
     let want = e["recipes"][recipe].as_array().unwrap();
     let mut worst = 0f64;
     for ((problem, steps), w) in items(&e).iter().zip(want) {
@@ -64,8 +89,12 @@ fn check_recipe(recipe: &str, named: bool, sharded: bool) {
             worst = worst.max((*g as f64 - w).abs());
         }
     }
-    eprintln!("{recipe}: max |stepkto - transformers| = {worst:.2e}");
-    assert!(worst <= 1e-4, "{recipe}: max difference {worst} > 1e-4");
+    let m = m.name();
+    eprintln!("{recipe} ({m}): max |stepkto - transformers| = {worst:.2e}");
+    assert!(
+        worst <= 1e-4,
+        "{recipe} ({m}): max difference {worst} > 1e-4"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -97,8 +126,11 @@ fn sharded_checkpoint_loads_the_same_weights() {
 #[test]
 fn a_batch_scores_like_its_items_alone() {
     let e = tiny::expected();
-    for recipe in ["qwen-prm", "math-shepherd", "rlhflow", "value-head"] {
-        let (prm, dir) = load(recipe, false, true);
+    let runs = engines()
+        .into_iter()
+        .flat_map(|m| ["qwen-prm", "math-shepherd", "rlhflow", "value-head"].map(|r| (m, r)));
+    for (m, recipe) in runs {
+        let (prm, dir) = load_with(recipe, false, true, m);
         let toks: Vec<_> = items(&e)
             .iter()
             .map(|(p, s)| prm.tokenize(p, s).unwrap())
@@ -113,7 +145,11 @@ fn a_batch_scores_like_its_items_alone() {
         for (t, b) in toks.iter().zip(&batched) {
             let alone = prm.score(&[t]).unwrap().remove(0);
             for (x, y) in alone.iter().zip(b) {
-                assert!((x - y).abs() <= 1e-5, "{recipe}: alone {x} vs batched {y}");
+                let m = m.name();
+                assert!(
+                    (x - y).abs() <= 1e-5,
+                    "{recipe} ({m}): alone {x} vs batched {y}"
+                );
             }
         }
         let _ = std::fs::remove_dir_all(dir);
@@ -128,6 +164,7 @@ fn over_long_inputs_are_refused_with_the_limit() {
         dir: dir.clone(),
         recipe: None,
         max_context: Some(64),
+        cpu_matmul: Default::default(),
     };
     let prm = Prm::load(&spec, &Device::Cpu).unwrap();
     assert_eq!(prm.max_context, 64);

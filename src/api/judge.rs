@@ -119,6 +119,10 @@ pub struct ModelInfo {
     /// PRMs: most tokens per item.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_context: Option<usize>,
+    /// PRMs: the arithmetic of the layers' products (`f32`, `bf16x3` on AMX, `bf16` on
+    /// CUDA); part of every cache key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numerics: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batching: Option<BatchConfig>,
 }
@@ -133,6 +137,7 @@ pub async fn models(State(st): State<Arc<AppState>>) -> Json<Vec<ModelInfo>> {
         params: None,
         weights_sha256: None,
         max_context: None,
+        numerics: None,
         batching: None,
     }];
     for b in &st.judges.prms {
@@ -144,6 +149,7 @@ pub async fn models(State(st): State<Arc<AppState>>) -> Json<Vec<ModelInfo>> {
             params: Some(b.prm.params),
             weights_sha256: Some(b.prm.fingerprint.clone()),
             max_context: Some(b.prm.max_context),
+            numerics: Some(b.prm.numerics().into()),
             batching: Some(b.config),
         });
     }
@@ -206,8 +212,11 @@ pub async fn judge(
     let engine = match &prm {
         None => SYMBOLIC_ENGINE.to_string(),
         Some(b) => format!(
-            "{}+{}:{}",
-            SYMBOLIC_ENGINE, b.prm.recipe.name, b.prm.fingerprint
+            "{}+{}:{}@{}",
+            SYMBOLIC_ENGINE,
+            b.prm.recipe.name,
+            b.prm.fingerprint,
+            b.prm.numerics()
         ),
     };
     let threshold = req.threshold.unwrap_or(0.5);

@@ -9,11 +9,15 @@
 //! positions and attention read the fused activations in place, and the last layer runs
 //! only at the rows where scores are read (its keys and values are needed everywhere, its
 //! queries, attention output and MLP only there).
+//!
+//! The products run on `gemm` in f32, or on AMX tiles as bf16x3 (`amx.rs`) when the loader
+//! asks for it: each weight is kept in the one form its engine reads.
 
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::JudgeError;
+use super::amx;
 use super::attention::{self, Heads};
 use super::kernels::{Rhs, View, matmul, rms_norm, rope, silu_mul};
 use super::model::{ModelConfig, rotary_tables};
@@ -21,15 +25,46 @@ use super::model::{ModelConfig, rotary_tables};
 /// Rows per parallel chunk in the row kernels.
 const ROWS: usize = 16;
 
+/// A `Linear` weight `(out, in)`, in the form its product engine reads.
+enum Weight {
+    F32(Vec<f32>),
+    Amx(amx::Packed),
+}
+
+struct Linear {
+    out: usize,
+    inp: usize,
+    w: Weight,
+}
+
+impl Linear {
+    fn new(w: Vec<f32>, out: usize, amx: bool) -> Linear {
+        let inp = w.len() / out;
+        let w = match amx {
+            true => Weight::Amx(amx::Packed::new(&w, out, inp)),
+            false => Weight::F32(w),
+        };
+        Linear { out, inp, w }
+    }
+}
+
+/// The q, k, v projections: stacked into one product, except in the last layer, which
+/// computes keys and values at every row and queries only at the read rows.
+enum Qkv {
+    Fused(Linear),
+    Split { q: Linear, kv: Linear },
+}
+
 struct Layer {
-    /// q, k, v weights stacked: `((nq + 2 nkv) hd, hidden)`.
-    wqkv: Vec<f32>,
+    /// q, k, v weights, `((nq + 2 nkv) hd, hidden)` stacked.
+    qkv: Qkv,
+    /// q, k, v biases, stacked.
     bqkv: Option<Vec<f32>>,
-    wo: Vec<f32>,
+    wo: Linear,
     bo: Option<Vec<f32>>,
     /// gate and up weights stacked: `(2 inter, hidden)`.
-    wgu: Vec<f32>,
-    wd: Vec<f32>,
+    wgu: Linear,
+    wd: Linear,
     ln1: Vec<f32>,
     ln2: Vec<f32>,
 }
@@ -42,6 +77,7 @@ pub struct CpuLayers {
     h: usize,
     inter: usize,
     heads: Heads,
+    amx: bool,
 }
 
 fn get(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>, JudgeError> {
@@ -65,35 +101,26 @@ fn threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// `dst (rows x out) (+)= x (rows x in) · wᵀ` for a weight `w` of `out` rows, with a bias
-/// first when given (`accumulate`: onto what `dst` holds, else replacing it).
-fn project(
-    x: &[f32],
-    w: &[f32],
-    out: usize,
-    bias: Option<&[f32]>,
-    dst: &mut [f32],
-    accumulate: bool,
-) {
-    let rows = x.len() / (w.len() / out);
-    assert_eq!(dst.len(), rows * out);
-    project_into(x, w, out, bias, dst, out, accumulate);
+/// `dst (rows x out) (+)= x (rows x in) · wᵀ`, with a bias first when given (`accumulate`:
+/// onto what `dst` holds, else replacing it).
+fn project(x: &[f32], w: &Linear, bias: Option<&[f32]>, dst: &mut [f32], accumulate: bool) {
+    assert_eq!(dst.len(), x.len() / w.inp * w.out);
+    project_into(x, w, bias, dst, w.out, accumulate);
 }
 
 /// As [`project`] into rows of stride `dst_rs` from the start of `dst` (a column range of a
 /// wider matrix: `dst` starts at the range's first column).
 fn project_into(
     x: &[f32],
-    w: &[f32],
-    out: usize,
+    w: &Linear,
     bias: Option<&[f32]>,
     dst: &mut [f32],
     dst_rs: usize,
     accumulate: bool,
 ) {
-    let inp = w.len() / out;
+    let (out, inp) = (w.out, w.inp);
     let rows = x.len() / inp;
-    assert!(x.len() == rows * inp && w.len() == out * inp && dst_rs >= out);
+    assert!(x.len() == rows * inp && dst_rs >= out);
     assert!(rows == 0 || dst.len() >= (rows - 1) * dst_rs + out);
     let mut acc = accumulate;
     if let Some(b) = bias {
@@ -106,26 +133,29 @@ fn project_into(
         }
         acc = true;
     }
-    // SAFETY: x is rows x inp, w is out x inp, dst covers rows x out at dst_rs (all checked
-    // above) and, being a `&mut`, overlaps neither.
-    unsafe {
-        matmul(
-            rows,
-            out,
-            inp,
-            dst.as_mut_ptr(),
-            dst_rs,
-            acc,
-            View {
-                ptr: x.as_ptr(),
-                rs: inp,
-            },
-            Rhs::Transposed(View {
-                ptr: w.as_ptr(),
-                rs: inp,
-            }),
-            threads(),
-        )
+    match &w.w {
+        Weight::Amx(p) => amx::matmul(x, p, dst, dst_rs, acc),
+        // SAFETY: x is rows x inp, w is out x inp, dst covers rows x out at dst_rs (all
+        // checked above) and, being a `&mut`, overlaps neither.
+        Weight::F32(w) => unsafe {
+            matmul(
+                rows,
+                out,
+                inp,
+                dst.as_mut_ptr(),
+                dst_rs,
+                acc,
+                View {
+                    ptr: x.as_ptr(),
+                    rs: inp,
+                },
+                Rhs::Transposed(View {
+                    ptr: w.as_ptr(),
+                    rs: inp,
+                }),
+                threads(),
+            )
+        },
     }
 }
 
@@ -145,7 +175,8 @@ fn swiglu(gu: &[f32], inter: usize, out: &mut [f32]) {
 
 impl CpuLayers {
     /// The layers, final norm and rotary angles; `vb` is rooted at the base model (`model.`).
-    pub fn load(c: &ModelConfig, vb: &VarBuilder) -> Result<CpuLayers, JudgeError> {
+    /// With `amx` the products run on AMX tiles (the caller checked it is there).
+    pub fn load(c: &ModelConfig, vb: &VarBuilder, amx: bool) -> Result<CpuLayers, JudgeError> {
         let h = c.hidden_size;
         let heads = Heads {
             nq: c.num_attention_heads,
@@ -159,9 +190,18 @@ impl CpuLayers {
         for i in 0..c.num_hidden_layers {
             let l = vb.pp(format!("layers.{i}"));
             let (a, m) = (l.pp("self_attn"), l.pp("mlp"));
-            let mut wqkv = get(&a, &[q, h], "q_proj.weight")?;
-            wqkv.extend(get(&a, &[kv, h], "k_proj.weight")?);
-            wqkv.extend(get(&a, &[kv, h], "v_proj.weight")?);
+            let mut wq = get(&a, &[q, h], "q_proj.weight")?;
+            let mut wkv = get(&a, &[kv, h], "k_proj.weight")?;
+            wkv.extend(get(&a, &[kv, h], "v_proj.weight")?);
+            let qkv = if i + 1 < c.num_hidden_layers {
+                wq.extend(wkv);
+                Qkv::Fused(Linear::new(wq, q + 2 * kv, amx))
+            } else {
+                Qkv::Split {
+                    q: Linear::new(wq, q, amx),
+                    kv: Linear::new(wkv, 2 * kv, amx),
+                }
+            };
             let bqkv = if c.qkv_bias() {
                 let mut b = get(&a, &[q], "q_proj.bias")?;
                 b.extend(get(&a, &[kv], "k_proj.bias")?);
@@ -173,15 +213,15 @@ impl CpuLayers {
             let mut wgu = get(&m, &[inter, h], "gate_proj.weight")?;
             wgu.extend(get(&m, &[inter, h], "up_proj.weight")?);
             layers.push(Layer {
-                wqkv,
+                qkv,
                 bqkv,
-                wo: get(&a, &[h, q], "o_proj.weight")?,
+                wo: Linear::new(get(&a, &[h, q], "o_proj.weight")?, h, amx),
                 bo: match c.attention_bias {
                     true => Some(get(&a, &[h], "o_proj.bias")?),
                     false => None,
                 },
-                wgu,
-                wd: get(&m, &[h, inter], "down_proj.weight")?,
+                wgu: Linear::new(wgu, 2 * inter, amx),
+                wd: Linear::new(get(&m, &[h, inter], "down_proj.weight")?, h, amx),
                 ln1: get(&l, &[h], "input_layernorm.weight")?,
                 ln2: get(&l, &[h], "post_attention_layernorm.weight")?,
             });
@@ -194,22 +234,32 @@ impl CpuLayers {
             h,
             inter,
             heads,
+            amx,
         })
+    }
+
+    /// Whether the products run on AMX (bf16x3).
+    pub fn amx(&self) -> bool {
+        self.amx
     }
 
     /// Parameters held here (all but the embeddings).
     pub fn params(&self) -> usize {
         let opt = |b: &Option<Vec<f32>>| b.as_ref().map_or(0, Vec::len);
+        let lin = |w: &Linear| w.out * w.inp;
         let layers: usize = self
             .layers
             .iter()
             .map(|l| {
-                l.wqkv.len()
-                    + opt(&l.bqkv)
-                    + l.wo.len()
+                let qkv = match &l.qkv {
+                    Qkv::Fused(w) => lin(w),
+                    Qkv::Split { q, kv } => lin(q) + lin(kv),
+                };
+                qkv + opt(&l.bqkv)
+                    + lin(&l.wo)
                     + opt(&l.bo)
-                    + l.wgu.len()
-                    + l.wd.len()
+                    + lin(&l.wgu)
+                    + lin(&l.wd)
                     + l.ln1.len()
                     + l.ln2.len()
             })
@@ -221,9 +271,9 @@ impl CpuLayers {
     /// up(y))` with `y = norm(x)`; `y`, `gu` and `act` are scratch of the same rows.
     fn mlp(&self, l: &Layer, x: &mut [f32], y: &mut [f32], gu: &mut [f32], act: &mut [f32]) {
         norm_rows(x, &l.ln2, self.eps, y);
-        project(y, &l.wgu, 2 * self.inter, None, gu, false);
+        project(y, &l.wgu, None, gu, false);
         swiglu(gu, self.inter, act);
-        project(act, &l.wd, self.h, None, x, true);
+        project(act, &l.wd, None, x, true);
     }
 
     /// Hidden states after the final norm, `(reads.len(), hidden)`, at `reads` = (item,
@@ -270,40 +320,38 @@ impl CpuLayers {
             let mut gu = vec![0f32; n * 2 * inter];
             let mut act = vec![0f32; n * inter];
             for l in rest {
+                let Qkv::Fused(wqkv) = &l.qkv else {
+                    unreachable!("only the last layer splits q from k, v")
+                };
                 norm_rows(&x, &l.ln1, self.eps, &mut y);
-                project(&y, &l.wqkv, w, l.bqkv.as_deref(), &mut qkv, false);
+                project(&y, wqkv, l.bqkv.as_deref(), &mut qkv, false);
                 // rotary on the q and k heads, which are adjacent at the start of each row
                 rot(&mut qkv, w, 0, d.nq + d.nkv, &pos);
                 attention::causal(&qkv, lens, d, &mut att);
-                project(&att, &l.wo, h, l.bo.as_deref(), &mut x, true);
+                project(&att, &l.wo, l.bo.as_deref(), &mut x, true);
                 self.mlp(l, &mut x, &mut y, &mut gu, &mut act);
             }
         }
         // The last layer: keys and values at every row, the rest at the read rows.
         let l = last;
+        let Qkv::Split { q: wq, kv: wkv } = &l.qkv else {
+            unreachable!("the last layer keeps q apart from k, v")
+        };
         norm_rows(&x, &l.ln1, self.eps, &mut y);
-        let kv_w = &l.wqkv[a * h..];
         let kv_b = l.bqkv.as_ref().map(|b| &b[a..]);
-        project_into(&y, kv_w, w - a, kv_b, &mut qkv[a..], w, false);
+        project_into(&y, wkv, kv_b, &mut qkv[a..], w, false);
         // rotary on the k heads only (the q columns of qkv are unused here)
         rot(&mut qkv, w, a, d.nkv, &pos);
         let rows: Vec<(usize, usize)> = reads.iter().map(|&(i, p)| (starts[i], p)).collect();
         let mut q = vec![0f32; r * a];
         let q_b = l.bqkv.as_ref().map(|b| &b[..a]);
-        project(
-            &gather(&y, h, &idx),
-            &l.wqkv[..a * h],
-            a,
-            q_b,
-            &mut q,
-            false,
-        );
+        project(&gather(&y, h, &idx), wq, q_b, &mut q, false);
         let read_pos: Vec<usize> = reads.iter().map(|&(_, p)| p).collect();
         rot(&mut q, a, 0, d.nq, &read_pos);
         let mut att = vec![0f32; r * a];
         attention::rows(&q, &qkv, &rows, d, &mut att);
         let mut xr = gather(&x, h, &idx);
-        project(&att, &l.wo, h, l.bo.as_deref(), &mut xr, true);
+        project(&att, &l.wo, l.bo.as_deref(), &mut xr, true);
         let (mut gu, mut act) = (vec![0f32; r * 2 * inter], vec![0f32; r * inter]);
         self.mlp(l, &mut xr, &mut yr, &mut gu, &mut act);
         norm_rows(&xr, &self.norm, self.eps, &mut yr);
@@ -318,7 +366,8 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
     use candle_nn::VarBuilder;
 
-    use super::super::model::{Decoder, ModelConfig};
+    use super::super::amx;
+    use super::super::model::{CpuMatmul, Decoder, ModelConfig};
 
     /// Random weights under Hugging Face names for `c`.
     fn weights(c: &ModelConfig) -> HashMap<String, Tensor> {
@@ -376,10 +425,8 @@ mod tests {
             let c: ModelConfig = serde_json::from_value(v).unwrap();
             let w = weights(&c);
             let vb = || VarBuilder::from_tensors(w.clone(), DType::F32, &Device::Cpu);
-            let packed = Decoder::load_with(&c, vb(), true).unwrap();
-            let ops = Decoder::load_with(&c, vb(), false).unwrap();
-            assert!(packed.packed() && !ops.packed());
-            assert_eq!(packed.params(), ops.params());
+            let ops = Decoder::load_with(&c, vb(), None).unwrap();
+            assert!(!ops.packed());
             let items: Vec<Vec<u32>> = [150usize, 3, 70]
                 .iter()
                 .enumerate()
@@ -388,11 +435,36 @@ mod tests {
             let rows: Vec<&[u32]> = items.iter().map(Vec::as_slice).collect();
             let mut reads: Vec<(usize, usize)> = (0..150).map(|p| (0, p)).collect();
             reads.extend([(1, 0), (1, 2), (2, 69), (2, 10)]);
-            let a = packed.forward_at(&rows, &reads).unwrap();
             let b = ops.forward_at(&rows, &reads).unwrap();
-            let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
-            let d = d.max(0).unwrap().to_scalar::<f32>().unwrap();
-            assert!(d < 1e-4, "{}: max difference {d}", c.model_type);
+            let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            let scale = scale.to_scalar::<f32>().unwrap();
+            for m in [CpuMatmul::F32, CpuMatmul::Bf16x3] {
+                if m == CpuMatmul::Bf16x3 && !amx::available() {
+                    eprintln!("no AMX on this machine: the bf16x3 products are not checked");
+                    continue;
+                }
+                let packed = Decoder::load_with(&c, vb(), Some(m)).unwrap();
+                assert!(packed.packed());
+                assert_eq!(packed.numerics(), m.name());
+                assert_eq!(packed.params(), ops.params());
+                let a = packed.forward_at(&rows, &reads).unwrap();
+                let d = (a - &b).unwrap().abs().unwrap().flatten_all().unwrap();
+                let d = d.max(0).unwrap().to_scalar::<f32>().unwrap();
+                // bf16x3 carries ~16 significant bits per product against f32's 24, and
+                // these random weights amplify rounding ~40x over three layers (f32 lands
+                // near 3e-6 of the largest hidden value, bf16x3 near 6e-5): its bound is
+                // relative. A lost `lo` term or a misplaced tile is off by ~1e-2.
+                let tol = match m {
+                    CpuMatmul::Bf16x3 => 3e-4 * scale,
+                    _ => 1e-4,
+                };
+                let name = m.name();
+                eprintln!(
+                    "{} {name}: max difference {d:e} (bound {tol:e})",
+                    c.model_type
+                );
+                assert!(d < tol, "{} {name}: max difference {d}", c.model_type);
+            }
         }
     }
 }

@@ -144,6 +144,29 @@ fn rms_norm_body(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 widest! {
+    /// Each `x` as a sum of two bf16 (`hi + lo`, both rounded to nearest even): `hi` carries
+    /// the top 8 significant bits, `lo` the next 8, so `hi + lo` is within 2^-17 of `x`
+    /// relatively. The AMX products (`amx.rs`) multiply such pairs.
+    pub fn split_bf16(x: &[f32], hi: &mut [u16], lo: &mut [u16]) => split_bf16_body
+}
+
+#[inline(always)]
+fn split_bf16_body(x: &[f32], hi: &mut [u16], lo: &mut [u16]) {
+    for ((&v, h), l) in x.iter().zip(hi.iter_mut()).zip(lo.iter_mut()) {
+        let top = bf16(v);
+        *h = top;
+        *l = bf16(v - f32::from_bits((top as u32) << 16));
+    }
+}
+
+/// `x` rounded to bf16, to nearest even (finite inputs; an infinity stays one).
+#[inline(always)]
+pub fn bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+widest! {
     /// Rotary positions in place on `heads` consecutive `2 * cos.len()`-wide heads at the
     /// start of `row` (Hugging Face's rotate-half layout): `cos`, `sin` are the row's angles.
     pub fn rope(row: &mut [f32], heads: usize, cos: &[f32], sin: &[f32]) => rope_body

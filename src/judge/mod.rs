@@ -3,6 +3,7 @@
 //! checkpoints run with candle ([`model`]), fed as their family's [`recipe`] says, and
 //! scheduled by a per-model [`batcher`] on a device from the pool.
 
+mod amx;
 pub mod attention;
 pub mod batcher;
 mod claims;

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use super::JudgeError;
-use super::model::{Decoder, Head, ModelConfig};
+use super::model::{CpuMatmul, Decoder, Head, ModelConfig};
 use super::recipe::{self, ChatTemplate, HeadKind, Recipe, RecipeIds, Tokenized};
 
 /// What `--model [NAME=]DIR` and `--recipe` name.
@@ -25,6 +25,8 @@ pub struct ModelSpec {
     pub recipe: Option<String>,
     /// Cap on tokens per item, below the model's own context; the model's when absent.
     pub max_context: Option<usize>,
+    /// How the CPU computes the layers' products.
+    pub cpu_matmul: CpuMatmul,
 }
 
 impl ModelSpec {
@@ -39,6 +41,7 @@ impl ModelSpec {
             dir: PathBuf::from(dir),
             recipe: None,
             max_context: None,
+            cpu_matmul: CpuMatmul::Auto,
         }
     }
 }
@@ -153,7 +156,7 @@ impl Prm {
         // serving (a user replacing weights under a running server is out of contract).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
             .map_err(|e| load_err(dir, e))?;
-        let decoder = Decoder::load(&config, vb.pp("model"))?;
+        let decoder = Decoder::load(&config, vb.pp("model"), spec.cpu_matmul)?;
         let h = config.hidden_size;
         let head = match recipe.head {
             HeadKind::TwoClass => Head::two_class(&vb, h)?,
@@ -236,6 +239,11 @@ impl Prm {
             .iter()
             .map(|t| it.by_ref().take(t.reads.len()).collect())
             .collect())
+    }
+
+    /// The arithmetic of the layers' products (`f32`, `bf16x3`, `bf16`).
+    pub fn numerics(&self) -> &'static str {
+        self.decoder.numerics()
     }
 
     /// Whether a batch runs packed end to end (no padding).
