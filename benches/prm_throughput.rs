@@ -9,7 +9,8 @@
 //! tests/data/processbench_sample.jsonl, and the report says so. The Python side needs
 //! torch and transformers: STEPKTO_BENCH_PYTHON (default .venv-prm/bin/python).
 //! STEPKTO_BENCH_ITEMS (200), STEPKTO_BENCH_MAX_BATCH_TOKENS (2048, the serve default) and
-//! STEPKTO_BENCH_SKIP_PY (set: stepkto only) are for exploring.
+//! STEPKTO_BENCH_SKIP_PY (set: stepkto only) and STEPKTO_BENCH_SKIP_F32 (set: no f32 run
+//! when the default is bf16x3) are for exploring.
 
 #[path = "../tests/common/tiny.rs"]
 mod tiny;
@@ -88,7 +89,7 @@ fn main() {
     );
     // stepkto with the serve default (`auto`: bf16x3 on AMX), and f32 where that differs
     let mut engines = vec![CpuMatmul::Auto.resolve().unwrap()];
-    if engines[0] != CpuMatmul::F32 {
+    if engines[0] != CpuMatmul::F32 && std::env::var_os("STEPKTO_BENCH_SKIP_F32").is_none() {
         engines.push(CpuMatmul::F32);
     }
     let mut ours = Vec::new();

@@ -110,7 +110,8 @@ impl Lines {
     }
 }
 
-/// A `Linear` weight `(out, in)`, packed for [`matmul`].
+/// A matrix `(n, k)` used transposed as the right operand, `x · wᵀ` (a `Linear` weight
+/// `(out, in)`, or an item's keys), packed for [`matmul`] and [`product`].
 pub struct Packed {
     n: usize,
     k: usize,
@@ -123,14 +124,21 @@ impl Packed {
     /// Pack `w`, `n` rows (outputs) of `k` (inputs), row-major.
     pub fn new(w: &[f32], n: usize, k: usize) -> Packed {
         assert_eq!(w.len(), n * k);
+        Packed::from_rows(n, k, |j, row| row.copy_from_slice(&w[j * k..(j + 1) * k]))
+    }
+
+    /// Pack the `n x k` matrix whose row `j` `fill(j, row)` writes (all `k` values).
+    pub fn from_rows(n: usize, k: usize, fill: impl Fn(usize, &mut [f32])) -> Packed {
         let kp = k.div_ceil(KB) * KB;
         let kbs = kp / KB;
         let mut lines = Lines::default();
         lines.reserve(n.div_ceil(NR) * kbs * 4 * TILE);
         let data = lines.as_mut_slice();
+        let mut row = vec![0f32; k];
         let (mut hi, mut lo) = (vec![0u16; k], vec![0u16; k]);
         for j in 0..n {
-            split_bf16(&w[j * k..(j + 1) * k], &mut hi, &mut lo);
+            fill(j, &mut row);
+            split_bf16(&row, &mut hi, &mut lo);
             let (panel, half, col) = (j / NR, (j % NR) / T, j % T);
             for i in 0..k {
                 // tile row i/2 within the block holds the pair (i even, i odd) per column
@@ -149,10 +157,54 @@ impl Packed {
     }
 }
 
+/// Left-operand rows split for AMX: each row `hi | lo`, `kp` values each, with zero rows up
+/// to a whole micro block and zero columns up to `kp`, so that whole tiles can be read.
+#[derive(Default)]
+pub struct Split {
+    lines: Lines,
+    m: usize,
+    kp: usize,
+}
+
+impl Split {
+    /// Hold `m` rows of `k` values; row `i` is `row(i)`. In parallel on rayon with `par`.
+    pub fn fill<'a>(
+        &mut self,
+        m: usize,
+        k: usize,
+        row: impl Fn(usize) -> &'a [f32] + Sync,
+        par: bool,
+    ) {
+        let kp = k.div_ceil(KB) * KB;
+        let rows = m.div_ceil(MR) * MR;
+        self.lines.reserve(rows * 2 * kp);
+        (self.m, self.kp) = (m, kp);
+        let one = |(i, r): (usize, &mut [u16])| {
+            let (hi, lo) = r.split_at_mut(kp);
+            if i < m {
+                split_bf16(row(i), &mut hi[..k], &mut lo[..k]);
+                hi[k..].fill(0);
+                lo[k..].fill(0);
+            } else {
+                r.fill(0);
+            }
+        };
+        let buf = &mut self.lines.as_mut_slice()[..rows * 2 * kp];
+        if par {
+            buf.par_chunks_mut(2 * kp)
+                .with_min_len(16)
+                .enumerate()
+                .for_each(one);
+        } else {
+            buf.chunks_mut(2 * kp).enumerate().for_each(one);
+        }
+    }
+}
+
 thread_local! {
     /// The split activations of the current product, reused across calls (one per calling
     /// thread: the device's inference thread).
-    static SPLIT: RefCell<Lines> = RefCell::new(Lines::default());
+    static SPLIT: RefCell<Split> = RefCell::new(Split::default());
 }
 
 /// A pointer that rayon tasks share; each task touches its own rows and columns.
@@ -161,11 +213,18 @@ struct Shared<P>(P);
 unsafe impl<P> Send for Shared<P> {}
 unsafe impl<P> Sync for Shared<P> {}
 
+impl<P: Copy> Shared<P> {
+    /// The pointer (a method, so that closures capture the `Shared`, not the field).
+    fn get(self) -> P {
+        self.0
+    }
+}
+
 /// `dst (m x n, row stride dst_rs) (+)= x (m x k, contiguous) · wᵀ` on AMX, where `m` is
-/// `x.len() / k`. With `accumulate` the product adds to what `dst` holds. Panics when AMX is
-/// not [`available`].
+/// `x.len() / k`, over rayon. With `accumulate` the product adds to what `dst` holds. Panics
+/// when AMX is not [`available`].
 pub fn matmul(x: &[f32], w: &Packed, dst: &mut [f32], dst_rs: usize, accumulate: bool) {
-    let (n, k, kp) = (w.n, w.k, w.kp);
+    let (n, k) = (w.n, w.k);
     let m = x.len() / k;
     assert!(x.len() == m * k && dst_rs >= n);
     if m == 0 || n == 0 {
@@ -187,89 +246,135 @@ pub fn matmul(x: &[f32], w: &Packed, dst: &mut [f32], dst_rs: usize, accumulate:
         (threads / chunks).min(panels)
     };
     let per_group = panels.div_ceil(groups);
-    SPLIT.with_borrow_mut(|buf| {
-        // each row: hi (kp) then lo (kp); rows past m and columns past k are zero, so whole
-        // tiles can be read at the edges
-        let rows = blocks * MR;
-        buf.reserve(rows * 2 * kp);
-        let buf = buf.as_mut_slice();
-        buf[..rows * 2 * kp]
-            .par_chunks_mut(2 * kp)
-            .with_min_len(16)
-            .enumerate()
-            .for_each(|(i, row)| {
-                let (hi, lo) = row.split_at_mut(kp);
-                if i < m {
-                    split_bf16(&x[i * k..(i + 1) * k], &mut hi[..k], &mut lo[..k]);
-                    hi[k..].fill(0);
-                    lo[k..].fill(0);
-                } else {
-                    row.fill(0);
-                }
-            });
-        let a = Shared(buf.as_ptr());
+    SPLIT.with_borrow_mut(|a| {
+        a.fill(m, k, |i| &x[i * k..(i + 1) * k], true);
+        let a = &*a;
         let d = Shared(dst.as_mut_ptr());
         (0..chunks * groups).into_par_iter().for_each(|t| {
             let (c, g) = (t / groups, t % groups);
             let rows = c * chunk..((c + 1) * chunk).min(m);
             let ps = g * per_group..((g + 1) * per_group).min(panels);
-            // SAFETY: `a` holds the split rows padded to whole blocks, `w.data` whole panels;
-            // the task writes rows `rows` x the columns of panels `ps` of `dst`, which the
-            // asserts above put inside it, and no other task writes them.
-            unsafe { task(a, w, rows, ps, d, dst_rs, m, accumulate) };
+            with_tiles(|tiles| {
+                // SAFETY: the task writes rows `rows` x the columns of panels `ps` of `dst`,
+                // which the asserts above put inside it, and no other task writes them.
+                unsafe { blocks_of(tiles, a, rows, w, ps, 0, 0..n, d.get(), dst_rs, accumulate) }
+            });
         });
     });
 }
 
-/// One task: every micro block of rows `rows` and panels `ps`.
+/// Proof that this thread's tile registers are configured (see [`with_tiles`]).
+pub struct Tiles(std::marker::PhantomData<*const ()>);
+
+/// Run `f` with the tile registers configured on this thread, and release them after (so
+/// the kernel need not save tile state on context switches). Panics without AMX.
+pub fn with_tiles<R>(f: impl FnOnce(&Tiles) -> R) -> R {
+    assert!(available(), "AMX products on a CPU without AMX");
+    // SAFETY: AMX is available.
+    unsafe { tiles::configure() };
+    let r = f(&Tiles(std::marker::PhantomData));
+    // SAFETY: as above.
+    unsafe { tiles::release() };
+    r
+}
+
+/// `dst (a's rows x cols) (+)= a · w[cols, inputs from block kb0]ᵀ` on this thread: the
+/// output columns `cols` of `w` (`cols.start` a multiple of 32), over `a`'s width of `w`'s
+/// inputs starting at input `32 kb0`. `dst` has row stride `dst_rs`; its column 0 is
+/// column `cols.start`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn task(
-    a: Shared<*const u16>,
+pub fn product(
+    tiles: &Tiles,
+    a: &Split,
     w: &Packed,
-    rows: std::ops::Range<usize>,
-    ps: std::ops::Range<usize>,
-    dst: Shared<*mut f32>,
+    cols: std::ops::Range<usize>,
+    kb0: usize,
+    dst: &mut [f32],
     dst_rs: usize,
-    m: usize,
+    accumulate: bool,
+) {
+    let m = a.m;
+    assert!(cols.start.is_multiple_of(NR) && cols.end <= w.n && cols.len() <= dst_rs);
+    assert!(kb0 * KB + a.kp <= w.kp);
+    if m == 0 || cols.is_empty() {
+        return;
+    }
+    assert!(dst.len() >= (m - 1) * dst_rs + cols.len());
+    let ps = cols.start / NR..cols.end.div_ceil(NR);
+    // SAFETY: rows < m and the columns of `cols` at dst_rs are inside `dst` (asserted).
+    unsafe {
+        blocks_of(
+            tiles,
+            a,
+            0..m,
+            w,
+            ps,
+            kb0,
+            cols.clone(),
+            dst.as_mut_ptr().wrapping_sub(cols.start),
+            dst_rs,
+            accumulate,
+        )
+    }
+}
+
+/// Every micro block of rows `rows` of `a` and panels `ps` of `w`, over `a`'s width of `w`'s
+/// inputs from block `kb0`. Only output columns inside `cols` are written, at
+/// `dst[row * dst_rs + column]`.
+///
+/// # Safety
+/// `dst` must be writable at those places (it may point before its allocation when
+/// `cols.start > 0`: only `cols` columns are touched).
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocks_of(
+    _tiles: &Tiles,
+    a: &Split,
+    rows: std::ops::Range<usize>,
+    w: &Packed,
+    ps: std::ops::Range<usize>,
+    kb0: usize,
+    cols: std::ops::Range<usize>,
+    dst: *mut f32,
+    dst_rs: usize,
     accumulate: bool,
 ) {
     let kbs = w.kp / KB;
+    let kbn = a.kp / KB;
     let mut edge = [0f32; MR * NR];
-    // SAFETY (whole body): the caller's contract; offsets stay inside the split rows, the
-    // packed panels and dst's rows/columns below m/n.
+    let (ab, wb) = (a.lines.as_slice().as_ptr(), w.data.as_slice().as_ptr());
+    // SAFETY (whole body): offsets stay inside the split rows (padded to whole blocks), the
+    // packed panels (kb0 + kbn <= kbs) and, for dst, the caller's contract.
     unsafe {
-        tiles::configure();
         for p in ps {
-            let b = w.data.as_slice().as_ptr().add(p * kbs * 4 * TILE);
+            let b = wb.add((p * kbs + kb0) * 4 * TILE);
             let c0 = p * NR;
-            let cols = (w.n - c0).min(NR);
+            let (from, to) = (cols.start.max(c0) - c0, (cols.end - c0).min(NR));
             for r in rows.clone().step_by(MR) {
-                let a = a.0.add(r * 2 * w.kp);
-                let live = (m - r).min(MR);
-                if live == MR && cols == NR {
-                    let c = dst.0.add(r * dst_rs + c0);
-                    tiles::block(a, w.kp, b, kbs, c, dst_rs, accumulate);
+                let ar = ab.add(r * 2 * a.kp);
+                let live = (a.m - r).min(MR);
+                if live == MR && from == 0 && to == NR {
+                    let c = dst.wrapping_add(r * dst_rs + c0);
+                    tiles::block(ar, a.kp, b, kbn, c, dst_rs, accumulate);
                     continue;
                 }
                 // an edge block goes through a full 32 x 32 scratch
                 for i in 0..MR {
                     for j in 0..NR {
-                        edge[i * NR + j] = if accumulate && i < live && j < cols {
-                            *dst.0.add((r + i) * dst_rs + c0 + j)
+                        edge[i * NR + j] = if accumulate && i < live && (from..to).contains(&j) {
+                            *dst.wrapping_add((r + i) * dst_rs + c0 + j)
                         } else {
                             0.0
                         };
                     }
                 }
-                tiles::block(a, w.kp, b, kbs, edge.as_mut_ptr(), NR, true);
+                tiles::block(ar, a.kp, b, kbn, edge.as_mut_ptr(), NR, true);
                 for i in 0..live {
-                    for j in 0..cols {
-                        *dst.0.add((r + i) * dst_rs + c0 + j) = edge[i * NR + j];
+                    for j in from..to {
+                        *dst.wrapping_add((r + i) * dst_rs + c0 + j) = edge[i * NR + j];
                     }
                 }
             }
         }
-        tiles::release();
     }
 }
 

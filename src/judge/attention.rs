@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
+use super::amx::{self, Packed, Split};
 use super::kernels::{Rhs, View, exp_tile, matmul, softmax_row};
 
 /// Query rows per task: small enough that the part of the diagonal block above the diagonal
@@ -87,12 +88,8 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// Attention over every row: `qkv` holds items of `lens` end to end (rotary positions already
-/// applied); writes `(rows, nq * hd)` into `out`.
-pub fn causal(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32]) {
-    let (rep, hd, a) = (d.rep(), d.hd, d.nq * d.hd);
-    assert_eq!(qkv.len(), lens.iter().sum::<usize>() * d.stride());
-    assert_eq!(out.len(), lens.iter().sum::<usize>() * a);
+/// (item start row, kv head, first and end query row in the item) of every task.
+fn tasks(lens: &[usize], d: Heads) -> Vec<(usize, usize, usize, usize)> {
     let mut tasks = Vec::new();
     let mut off = 0;
     for &len in lens {
@@ -103,8 +100,21 @@ pub fn causal(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32]) {
         }
         off += len;
     }
+    tasks
+}
+
+/// Attention over every row: `qkv` holds items of `lens` end to end (rotary positions already
+/// applied); writes `(rows, nq * hd)` into `out`. With `amx` the two products run as bf16x3
+/// on AMX tiles (`amx.rs`).
+pub fn causal(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32], amx: bool) {
+    let (rep, hd, a) = (d.rep(), d.hd, d.nq * d.hd);
+    assert_eq!(qkv.len(), lens.iter().sum::<usize>() * d.stride());
+    assert_eq!(out.len(), lens.iter().sum::<usize>() * a);
+    if amx {
+        return causal_amx(qkv, lens, d, out);
+    }
     let dst = Shared(out.as_mut_ptr());
-    tasks.into_par_iter().for_each(|(off, g, s, e)| {
+    tasks(lens, d).into_par_iter().for_each(|(off, g, s, e)| {
         let nb = e - s;
         let m = rep * nb;
         // keys the block's first row may see onwards
@@ -181,6 +191,98 @@ pub fn causal(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32]) {
                     o.iter_mut().zip(src).for_each(|(o, x)| *o = x * inv);
                 }
             }
+        });
+    });
+}
+
+thread_local! {
+    /// Per-thread split queries and probabilities of the AMX path.
+    static SPLITS: RefCell<(Split, Split)> = RefCell::new(Default::default());
+}
+
+/// [`causal`] with both products on AMX. Each item's keys, and its values transposed, are
+/// packed once per kv head (every query block of the item reads them); a task splits its
+/// stacked queries once and each tile's probabilities once. Key tiles start on a multiple of
+/// 32 (the packed panels' width): keys before a window's start are masked like any other.
+fn causal_amx(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32]) {
+    let (rep, hd, a, w) = (d.rep(), d.hd, d.nq * d.hd, d.stride());
+    let starts: Vec<usize> = lens
+        .iter()
+        .scan(0, |s, &l| {
+            *s += l;
+            Some(*s - l)
+        })
+        .collect();
+    let packs: Vec<(Packed, Packed)> = (0..lens.len() * d.nkv)
+        .into_par_iter()
+        .map(|t| {
+            let (off, len, g) = (starts[t / d.nkv], lens[t / d.nkv], t % d.nkv);
+            let (kc, vc) = ((d.nq + g) * hd, (d.nq + d.nkv + g) * hd);
+            let k = Packed::from_rows(len, hd, |j, row| {
+                row.copy_from_slice(&qkv[(off + j) * w + kc..][..hd])
+            });
+            let v = Packed::from_rows(hd, len, |c, row| {
+                for (i, x) in row.iter_mut().enumerate() {
+                    *x = qkv[(off + i) * w + vc + c];
+                }
+            });
+            (k, v)
+        })
+        .collect();
+    let item_of = |off: usize| starts.partition_point(|&s| s <= off) - 1;
+    let dst = Shared(out.as_mut_ptr());
+    tasks(lens, d).into_par_iter().for_each(|(off, g, s, e)| {
+        let (kp, vp) = &packs[item_of(off) * d.nkv + g];
+        let nb = e - s;
+        let m = rep * nb;
+        let lo = (s + 1).saturating_sub(d.window) / 32 * 32;
+        SPLITS.with_borrow_mut(|(qs, ps)| {
+            qs.fill(
+                m,
+                hd,
+                |i| &qkv[(off + s + i % nb) * w + (g * rep + i / nb) * hd..][..hd],
+                false,
+            );
+            with_scratch(m * (hd + KEYS + 3), |buf| {
+                let (sc, rest) = buf.split_at_mut(m * KEYS);
+                let (os, state) = rest.split_at_mut(m * hd);
+                for st in state.chunks_exact_mut(3) {
+                    st.copy_from_slice(&[f32::NEG_INFINITY, 0.0, 1.0]);
+                }
+                amx::with_tiles(|t| {
+                    for k0 in (lo..e).step_by(KEYS) {
+                        let kt = KEYS.min(e - k0);
+                        let sc = &mut sc[..m * kt];
+                        amx::product(t, qs, kp, k0..k0 + kt, 0, sc, kt, false);
+                        for (r, (row, st)) in sc
+                            .chunks_exact_mut(kt)
+                            .zip(state.chunks_exact_mut(3))
+                            .enumerate()
+                        {
+                            let i = s + r % nb;
+                            let first = (i + 1).saturating_sub(d.window).max(k0) - k0;
+                            let end = (i + 1).min(k0 + kt).saturating_sub(k0);
+                            exp_tile(row, first, end.max(first), d.scale(), st);
+                            if k0 > lo && st[2] != 1.0 {
+                                os[r * hd..][..hd].iter_mut().for_each(|o| *o *= st[2]);
+                            }
+                        }
+                        let sc = &*sc;
+                        ps.fill(m, kt, |i| &sc[i * kt..(i + 1) * kt], false);
+                        amx::product(t, ps, vp, 0..hd, k0 / 32, os, hd, k0 > lo);
+                    }
+                });
+                for i in 0..m {
+                    let (r, p) = (i / nb, i % nb);
+                    let at = (off + s + p) * a + (g * rep + r) * hd;
+                    let inv = 1.0 / state[i * 3 + 1];
+                    // SAFETY: row off + s + p, head g * rep + r: written by this task only.
+                    let o = unsafe { std::slice::from_raw_parts_mut(dst.at(at), hd) };
+                    o.iter_mut()
+                        .zip(&os[i * hd..][..hd])
+                        .for_each(|(o, x)| *o = x * inv);
+                }
+            });
         });
     });
 }
@@ -309,6 +411,39 @@ mod tests {
             .collect()
     }
 
+    /// The AMX path: items past one key tile (600 keys: three tiles), a window that starts
+    /// inside a panel, GQA, a head width below a tile row (16) and a full one (64). bf16x3
+    /// products carry ~16 significant bits, so the bound is 5e-5 (f32 below: 1e-5); a wrong
+    /// tile offset or a lost `lo` term is off by 1e-2 or more.
+    #[test]
+    fn amx_attention_matches_dense() {
+        if !amx::available() {
+            eprintln!("no AMX on this machine: amx_attention_matches_dense checks nothing here");
+            return;
+        }
+        let lens = [600, 1, 64, 97, 300];
+        for (window, hd) in [(usize::MAX, 16), (77, 16), (usize::MAX, 64)] {
+            let d = Heads {
+                nq: 4,
+                nkv: 2,
+                hd,
+                window,
+            };
+            let rows_n: usize = lens.iter().sum();
+            let qkv = random(rows_n * d.stride(), 11);
+            let mut out = vec![0f32; rows_n * d.nq * d.hd];
+            causal(&qkv, &lens, d, &mut out, true);
+            let want = dense(&qkv, &lens, d);
+            let worst = out
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0.0, f64::max);
+            eprintln!("window {window}, hd {hd}: max difference {worst:e}");
+            assert!(worst < 5e-5, "window {window}, hd {hd}: {worst}");
+        }
+    }
+
     /// Items of several lengths (blocks, partial blocks), GQA, with and without a window;
     /// the chosen-row variant gives the same rows.
     #[test]
@@ -324,7 +459,7 @@ mod tests {
             let rows_n: usize = lens.iter().sum();
             let qkv = random(rows_n * d.stride(), 7);
             let mut out = vec![0f32; rows_n * d.nq * d.hd];
-            causal(&qkv, &lens, d, &mut out);
+            causal(&qkv, &lens, d, &mut out, false);
             let want = dense(&qkv, &lens, d);
             let worst = out
                 .iter()

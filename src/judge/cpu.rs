@@ -327,7 +327,7 @@ impl CpuLayers {
                 project(&y, wqkv, l.bqkv.as_deref(), &mut qkv, false);
                 // rotary on the q and k heads, which are adjacent at the start of each row
                 rot(&mut qkv, w, 0, d.nq + d.nkv, &pos);
-                attention::causal(&qkv, lens, d, &mut att);
+                attention::causal(&qkv, lens, d, &mut att, self.amx);
                 project(&att, &l.wo, l.bo.as_deref(), &mut x, true);
                 self.mlp(l, &mut x, &mut y, &mut gu, &mut act);
             }

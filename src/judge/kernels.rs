@@ -309,7 +309,11 @@ pub fn exp_neg(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from the bits of n + 1.5·2^23 + 127, whose low mantissa bits are n + 127 (n is an
+    // integer in [-126, 0]); `n as i32` would be a saturating cast, which compiles to a
+    // scalar convert-and-compare per lane and made this function half scalar
+    let biased = (n + (12_582_912.0 + 127.0)).to_bits() - 0x4B40_0000;
+    let scale = f32::from_bits(biased << 23);
     p * scale
 }
 
