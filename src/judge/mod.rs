@@ -111,7 +111,7 @@ impl Judges {
                 )));
             }
             tracing::info!(model = %prm.id, recipe = prm.recipe.name, device = lease.name(),
-                params = prm.params, secs = t0.elapsed().as_secs_f64(), "PRM loaded");
+                numerics = prm.numerics(), params = prm.params, secs = t0.elapsed().as_secs_f64(), "PRM loaded");
             let b = Batcher::spawn(Arc::new(prm), lease, cfg)
                 .map_err(|e| JudgeError::Load(format!("cannot start inference thread: {e}")))?;
             prms.push(Arc::new(b));
