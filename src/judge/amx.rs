@@ -1,5 +1,6 @@
-//! Linear-layer products on Intel AMX (Advanced Matrix Extensions: Sapphire Rapids and later
-//! Xeons) for the packed CPU forward (`cpu.rs`), at f32-grade accuracy.
+//! Matrix products on Intel AMX (Advanced Matrix Extensions: Sapphire Rapids and later
+//! Xeons) for the packed CPU forward, at f32-grade accuracy: the linear layers (`cpu.rs`,
+//! [`matmul`]) and attention's two products (`attention.rs`, [`product`]).
 //!
 //! AMX multiplies bf16 tiles into f32 accumulators, about thirty times the f32 rate of the
 //! AVX-512 units on the same core. bf16 alone (8 significant bits) would move PRM scores by
@@ -15,6 +16,9 @@
 //! rows of `hi | lo`. A micro block is 32 x 32 results (four accumulator tiles); tasks are
 //! row chunks (which stay in L2 while the panels stream past) and, when rows are few, panel
 //! groups, spread over rayon.
+//!
+//! The instructions are inline asm (Rust's AMX intrinsics are unstable); `with_tiles` is
+//! the one place tile registers are configured and released.
 
 use std::cell::RefCell;
 
@@ -202,8 +206,8 @@ impl Split {
 }
 
 thread_local! {
-    /// The split activations of the current product, reused across calls (one per calling
-    /// thread: the device's inference thread).
+    /// The split activations of the last product on this thread (the device's inference
+    /// thread), kept so that the next one reuses the memory.
     static SPLIT: RefCell<Split> = RefCell::new(Split::default());
 }
 
@@ -246,21 +250,22 @@ pub fn matmul(x: &[f32], w: &Packed, dst: &mut [f32], dst_rs: usize, accumulate:
         (threads / chunks).min(panels)
     };
     let per_group = panels.div_ceil(groups);
-    SPLIT.with_borrow_mut(|a| {
-        a.fill(m, k, |i| &x[i * k..(i + 1) * k], true);
-        let a = &*a;
-        let d = Shared(dst.as_mut_ptr());
-        (0..chunks * groups).into_par_iter().for_each(|t| {
-            let (c, g) = (t / groups, t % groups);
-            let rows = c * chunk..((c + 1) * chunk).min(m);
-            let ps = g * per_group..((g + 1) * per_group).min(panels);
-            with_tiles(|tiles| {
-                // SAFETY: the task writes rows `rows` x the columns of panels `ps` of `dst`,
-                // which the asserts above put inside it, and no other task writes them.
-                unsafe { blocks_of(tiles, a, rows, w, ps, 0, 0..n, d.get(), dst_rs, accumulate) }
-            });
+    // taken out for the call (not borrowed), so that a product started by a task this thread
+    // picks up while it waits on rayon finds no borrow in place
+    let mut split = SPLIT.take();
+    split.fill(m, k, |i| &x[i * k..(i + 1) * k], true);
+    let (a, d) = (&split, Shared(dst.as_mut_ptr()));
+    (0..chunks * groups).into_par_iter().for_each(|t| {
+        let (c, g) = (t / groups, t % groups);
+        let rows = c * chunk..((c + 1) * chunk).min(m);
+        let ps = g * per_group..((g + 1) * per_group).min(panels);
+        with_tiles(|tiles| {
+            // SAFETY: the task writes rows `rows` x the columns of panels `ps` of `dst`,
+            // which the asserts above put inside it, and no other task writes them.
+            unsafe { blocks_of(tiles, a, rows, w, ps, 0, 0..n, d.get(), dst_rs, accumulate) }
         });
     });
+    SPLIT.set(split);
 }
 
 /// Proof that this thread's tile registers are configured (see [`with_tiles`]).

@@ -21,57 +21,7 @@ use serde::Deserialize;
 
 use super::JudgeError;
 use super::cpu::CpuLayers;
-
-/// How the packed CPU forward computes its matrix products (`--cpu-matmul`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CpuMatmul {
-    /// `bf16x3` where the CPU has AMX, else `f32`.
-    #[default]
-    Auto,
-    /// f32 on the vector units (the `gemm` crate): bit-for-bit the classic path.
-    F32,
-    /// AMX tiles, each f32 operand split into two bf16 (relative error ~2^-16 per product,
-    /// scores within 1e-5 of f32); about twice the f32 rate on the same cores. An error on
-    /// CPUs without AMX.
-    Bf16x3,
-}
-
-impl std::str::FromStr for CpuMatmul {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(CpuMatmul::Auto),
-            "f32" => Ok(CpuMatmul::F32),
-            "bf16x3" => Ok(CpuMatmul::Bf16x3),
-            _ => Err(format!("{s:?}: expected auto, f32 or bf16x3")),
-        }
-    }
-}
-
-impl CpuMatmul {
-    /// `Auto` made concrete for this machine; `Bf16x3` where AMX is missing is an error.
-    pub fn resolve(self) -> Result<CpuMatmul, JudgeError> {
-        let amx = super::amx::available();
-        match self {
-            CpuMatmul::Auto if amx => Ok(CpuMatmul::Bf16x3),
-            CpuMatmul::Auto => Ok(CpuMatmul::F32),
-            CpuMatmul::Bf16x3 if !amx => Err(JudgeError::Load(
-                "--cpu-matmul bf16x3 needs AMX (Intel Sapphire Rapids or later, Linux), which \
-                 this CPU or OS does not offer; use f32 or auto"
-                    .into(),
-            )),
-            m => Ok(m),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            CpuMatmul::Auto => "auto",
-            CpuMatmul::F32 => "f32",
-            CpuMatmul::Bf16x3 => "bf16x3",
-        }
-    }
-}
+pub use super::cpu::CpuMatmul;
 
 /// The subset of `config.json` the decoder needs.
 #[derive(Debug, Clone, Deserialize)]
