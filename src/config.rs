@@ -128,8 +128,9 @@ pub struct ModelArgs {
     /// `auto` (CUDA devices when built with `cuda`, else the CPU), or `cpu`, `cuda:N`, lists.
     #[arg(long, env = "STEPKTO_DEVICE", default_value = "auto")]
     pub device: String,
-    /// Padded tokens per PRM forward pass (items x longest item). On the CPU a forward pass
-    /// of a few thousand tokens already keeps the cores busy; raise it on CUDA.
+    /// Tokens per PRM forward pass: the items' lengths summed where items are packed end to
+    /// end (CPU), items x longest item where they are padded (CUDA). 2048 measured best on
+    /// the CPU benchmark (1024, 4096 and 8192 were slower); raise it on CUDA.
     #[arg(long, env = "STEPKTO_MAX_BATCH_TOKENS", default_value_t = 2048)]
     pub max_batch_tokens: usize,
     /// Items waiting per PRM before requests get 429.
@@ -138,9 +139,9 @@ pub struct ModelArgs {
     /// Most tokens per item (capped by the model's context); longer items get 413.
     #[arg(long, env = "STEPKTO_MAX_CONTEXT")]
     pub max_context: Option<usize>,
-    /// How the CPU computes PRM products: `f32`; `bf16x3` on Intel AMX (each f32 split
-    /// into two bf16, scores within 1e-5 of f32, about twice as fast); `auto` = bf16x3
-    /// where the CPU has AMX, else f32.
+    /// How the CPU computes PRM products: `f32`; `bf16x3` on Intel AMX (each f32 split into
+    /// two bf16: scores move by about 1e-5, the PRM runs about 1.7x as fast); `auto` =
+    /// bf16x3 where the CPU has AMX, else f32.
     #[arg(
         long,
         env = "STEPKTO_CPU_MATMUL",

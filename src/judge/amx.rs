@@ -214,6 +214,8 @@ thread_local! {
 /// A pointer that rayon tasks share; each task touches its own rows and columns.
 #[derive(Clone, Copy)]
 struct Shared<P>(P);
+// SAFETY: the split rows and weights are only read, and each task writes rows and columns of
+// the destination that no other task touches.
 unsafe impl<P> Send for Shared<P> {}
 unsafe impl<P> Sync for Shared<P> {}
 

@@ -31,7 +31,7 @@ pub enum CpuMatmul {
     /// f32 on the vector units (the `gemm` crate): bit-for-bit the classic path.
     F32,
     /// AMX tiles, each f32 operand split into two bf16 (relative error ~2^-16 per product,
-    /// scores within 1e-5 of f32); about twice the f32 rate on the same cores. An error on
+    /// scores move by about 1e-5); about twice the f32 rate on the same cores. An error on
     /// CPUs without AMX.
     Bf16x3,
 }
