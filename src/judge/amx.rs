@@ -131,27 +131,34 @@ impl Packed {
         Packed::from_rows(n, k, |j, row| row.copy_from_slice(&w[j * k..(j + 1) * k]))
     }
 
-    /// Pack the `n x k` matrix whose row `j` `fill(j, row)` writes (all `k` values).
-    pub fn from_rows(n: usize, k: usize, fill: impl Fn(usize, &mut [f32])) -> Packed {
+    /// Pack the `n x k` matrix whose row `j` `fill(j, row)` writes (all `k` values). Panels
+    /// are packed in parallel (a 7B model's weights are billions of values).
+    pub fn from_rows(n: usize, k: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Packed {
         let kp = k.div_ceil(KB) * KB;
         let kbs = kp / KB;
+        let per_panel = kbs * 4 * TILE;
         let mut lines = Lines::default();
-        lines.reserve(n.div_ceil(NR) * kbs * 4 * TILE);
-        let data = lines.as_mut_slice();
-        let mut row = vec![0f32; k];
-        let (mut hi, mut lo) = (vec![0u16; k], vec![0u16; k]);
-        for j in 0..n {
-            fill(j, &mut row);
-            split_bf16(&row, &mut hi, &mut lo);
-            let (panel, half, col) = (j / NR, (j % NR) / T, j % T);
-            for i in 0..k {
-                // tile row i/2 within the block holds the pair (i even, i odd) per column
-                let tile = ((panel * kbs + i / KB) * 4 + half) * TILE;
-                let at = tile + (i % KB) / 2 * KB + col * 2 + i % 2;
-                data[at] = lo[i];
-                data[at + 2 * TILE] = hi[i];
-            }
-        }
+        lines.reserve(n.div_ceil(NR) * per_panel);
+        let data = &mut lines.as_mut_slice()[..n.div_ceil(NR) * per_panel];
+        data.par_chunks_mut(per_panel)
+            .enumerate()
+            .for_each(|(panel, data)| {
+                let mut row = vec![0f32; k];
+                let (mut hi, mut lo) = (vec![0u16; k], vec![0u16; k]);
+                for j in panel * NR..n.min((panel + 1) * NR) {
+                    fill(j, &mut row);
+                    split_bf16(&row, &mut hi, &mut lo);
+                    let (half, col) = ((j % NR) / T, j % T);
+                    for i in 0..k {
+                        // tile row i/2 within the block holds the pair (i even, i odd) per
+                        // column
+                        let tile = ((i / KB) * 4 + half) * TILE;
+                        let at = tile + (i % KB) / 2 * KB + col * 2 + i % 2;
+                        data[at] = lo[i];
+                        data[at + 2 * TILE] = hi[i];
+                    }
+                }
+            });
         Packed {
             n,
             k,
