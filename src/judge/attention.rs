@@ -88,47 +88,110 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// (item start row, kv head, first and end query row in the item) of every task.
-fn tasks(lens: &[usize], d: Heads) -> Vec<(usize, usize, usize, usize)> {
-    let mut tasks = Vec::new();
-    let mut off = 0;
-    for &len in lens {
-        for g in 0..d.nkv {
-            for s in (0..len).step_by(BLOCK) {
-                tasks.push((off, g, s, (s + BLOCK).min(len)));
+/// One task: query rows `s..e` of the item whose first row is `off`, for the query heads of
+/// kv head `g`. Its rows are stacked head by head: stacked row `i` is query head
+/// `g * rep + i / nb` at item row `s + i % nb` (`nb = e - s`).
+#[derive(Clone, Copy)]
+struct Task {
+    off: usize,
+    g: usize,
+    s: usize,
+    e: usize,
+}
+
+impl Task {
+    /// Every task of the items of `lens`.
+    fn all(lens: &[usize], d: Heads) -> Vec<Task> {
+        let mut tasks = Vec::new();
+        let mut off = 0;
+        for &len in lens {
+            for g in 0..d.nkv {
+                for s in (0..len).step_by(BLOCK) {
+                    let e = (s + BLOCK).min(len);
+                    tasks.push(Task { off, g, s, e });
+                }
+            }
+            off += len;
+        }
+        tasks
+    }
+
+    /// Stacked rows.
+    fn rows(&self, d: Heads) -> usize {
+        d.rep() * (self.e - self.s)
+    }
+
+    /// Where stacked row `i`'s query starts in `qkv`.
+    fn query(&self, d: Heads, i: usize) -> usize {
+        let nb = self.e - self.s;
+        (self.off + self.s + i % nb) * d.stride() + (self.g * d.rep() + i / nb) * d.hd
+    }
+
+    /// Where stacked row `i`'s output starts in the `(rows, nq * hd)` output.
+    fn output(&self, d: Heads, i: usize) -> usize {
+        let nb = self.e - self.s;
+        (self.off + self.s + i % nb) * d.nq * d.hd + (self.g * d.rep() + i / nb) * d.hd
+    }
+
+    /// The running softmax over key tile `k0..k0 + kt`: each stacked score row of `sc`
+    /// (`rows x kt`) becomes its masked exponentials, `state` (`[max, sum, factor]` per row)
+    /// moves on, and output rows `os` so far are rescaled where the max moved (never on the
+    /// first tile, which they have not seen).
+    fn softmax_tile(&self, d: Heads, k0: usize, kt: usize, first: bool, tile: TileRows) {
+        let nb = self.e - self.s;
+        let (sc, state, os) = tile;
+        for (r, (row, st)) in sc
+            .chunks_exact_mut(kt)
+            .zip(state.chunks_exact_mut(3))
+            .enumerate()
+        {
+            let i = self.s + r % nb;
+            let from = (i + 1).saturating_sub(d.window).max(k0) - k0;
+            let end = (i + 1).min(k0 + kt).saturating_sub(k0);
+            exp_tile(row, from, end.max(from), d.scale(), st);
+            if !first && st[2] != 1.0 {
+                os[r * d.hd..][..d.hd].iter_mut().for_each(|o| *o *= st[2]);
             }
         }
-        off += len;
     }
-    tasks
+
+    /// The output rows `os`, divided by their softmax sums, into the task's rows and heads of
+    /// `dst`.
+    fn write(&self, d: Heads, os: &[f32], state: &[f32], dst: Shared) {
+        for (i, src) in os.chunks_exact(d.hd).enumerate() {
+            let inv = 1.0 / state[i * 3 + 1];
+            // SAFETY: this row and head of the output are written by this task only.
+            let o = unsafe { std::slice::from_raw_parts_mut(dst.at(self.output(d, i)), d.hd) };
+            o.iter_mut().zip(src).for_each(|(o, x)| *o = x * inv);
+        }
+    }
 }
+
+/// A tile's score rows, the softmax states and the output rows of a task.
+type TileRows<'a> = (&'a mut [f32], &'a mut [f32], &'a mut [f32]);
 
 /// Attention over every row: `qkv` holds items of `lens` end to end (rotary positions already
 /// applied); writes `(rows, nq * hd)` into `out`. With `amx` the two products run as bf16x3
 /// on AMX tiles (`amx.rs`).
 pub fn causal(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32], amx: bool) {
-    let (rep, hd, a) = (d.rep(), d.hd, d.nq * d.hd);
+    let (hd, a) = (d.hd, d.nq * d.hd);
     assert_eq!(qkv.len(), lens.iter().sum::<usize>() * d.stride());
     assert_eq!(out.len(), lens.iter().sum::<usize>() * a);
     if amx {
         return causal_amx(qkv, lens, d, out);
     }
     let dst = Shared(out.as_mut_ptr());
-    tasks(lens, d).into_par_iter().for_each(|(off, g, s, e)| {
-        let nb = e - s;
-        let m = rep * nb;
+    Task::all(lens, d).into_par_iter().for_each(|t| {
+        let (off, g, e) = (t.off, t.g, t.e);
+        let m = t.rows(d);
         // keys the block's first row may see onwards
-        let lo = (s + 1).saturating_sub(d.window);
+        let lo = (t.s + 1).saturating_sub(d.window);
         with_scratch(m * (2 * hd + KEYS + 3), |buf| {
             let (qs, rest) = buf.split_at_mut(m * hd);
             let (sc, rest) = rest.split_at_mut(m * KEYS);
             let (os, state) = rest.split_at_mut(m * hd);
-            for r in 0..rep {
-                let hq = g * rep + r;
-                for p in 0..nb {
-                    let src = (off + s + p) * d.stride() + hq * hd;
-                    qs[(r * nb + p) * hd..][..hd].copy_from_slice(&qkv[src..src + hd]);
-                }
+            for (i, q) in qs.chunks_exact_mut(hd).enumerate() {
+                q.copy_from_slice(&qkv[t.query(d, i)..][..hd]);
             }
             for st in state.chunks_exact_mut(3) {
                 st.copy_from_slice(&[f32::NEG_INFINITY, 0.0, 1.0]);
@@ -158,19 +221,7 @@ pub fn causal(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32], amx: bool)
                         1,
                     )
                 };
-                for (r, (row, st)) in sc
-                    .chunks_exact_mut(kt)
-                    .zip(state.chunks_exact_mut(3))
-                    .enumerate()
-                {
-                    let i = s + r % nb;
-                    let first = (i + 1).saturating_sub(d.window).max(k0) - k0;
-                    let end = (i + 1).min(k0 + kt).saturating_sub(k0);
-                    exp_tile(row, first, end.max(first), d.scale(), st);
-                    if k0 > lo && st[2] != 1.0 {
-                        os[r * hd..][..hd].iter_mut().for_each(|o| *o *= st[2]);
-                    }
-                }
+                t.softmax_tile(d, k0, kt, k0 == lo, (&mut *sc, &mut *state, &mut *os));
                 // SAFETY: `sc` is m x kt, the value view covers kt rows, `os` is m x hd.
                 unsafe {
                     let p = View {
@@ -180,17 +231,7 @@ pub fn causal(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32], amx: bool)
                     matmul(m, hd, kt, os.as_mut_ptr(), hd, k0 > lo, p, Rhs::Rows(v), 1);
                 }
             }
-            for r in 0..rep {
-                let hq = g * rep + r;
-                for p in 0..nb {
-                    let at = (off + s + p) * a + hq * hd;
-                    let inv = 1.0 / state[(r * nb + p) * 3 + 1];
-                    let src = &os[(r * nb + p) * hd..][..hd];
-                    // SAFETY: row off + s + p, head hq: written by this task only.
-                    let o = unsafe { std::slice::from_raw_parts_mut(dst.at(at), hd) };
-                    o.iter_mut().zip(src).for_each(|(o, x)| *o = x * inv);
-                }
-            }
+            t.write(d, os, state, dst);
         });
     });
 }
@@ -205,7 +246,7 @@ thread_local! {
 /// stacked queries once and each tile's probabilities once. Key tiles start on a multiple of
 /// 32 (the packed panels' width): keys before a window's start are masked like any other.
 fn causal_amx(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32]) {
-    let (rep, hd, a, w) = (d.rep(), d.hd, d.nq * d.hd, d.stride());
+    let (hd, w) = (d.hd, d.stride());
     let starts: Vec<usize> = lens
         .iter()
         .scan(0, |s, &l| {
@@ -231,57 +272,30 @@ fn causal_amx(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32]) {
         .collect();
     let item_of = |off: usize| starts.partition_point(|&s| s <= off) - 1;
     let dst = Shared(out.as_mut_ptr());
-    tasks(lens, d).into_par_iter().for_each(|(off, g, s, e)| {
-        let (kp, vp) = &packs[item_of(off) * d.nkv + g];
-        let nb = e - s;
-        let m = rep * nb;
-        let lo = (s + 1).saturating_sub(d.window) / 32 * 32;
+    Task::all(lens, d).into_par_iter().for_each(|t| {
+        let (kp, vp) = &packs[item_of(t.off) * d.nkv + t.g];
+        let (m, e) = (t.rows(d), t.e);
+        let lo = (t.s + 1).saturating_sub(d.window) / 32 * 32;
         SPLITS.with_borrow_mut(|(qs, ps)| {
-            qs.fill(
-                m,
-                hd,
-                |i| &qkv[(off + s + i % nb) * w + (g * rep + i / nb) * hd..][..hd],
-                false,
-            );
+            qs.fill(m, hd, |i| &qkv[t.query(d, i)..][..hd], false);
             with_scratch(m * (hd + KEYS + 3), |buf| {
                 let (sc, rest) = buf.split_at_mut(m * KEYS);
                 let (os, state) = rest.split_at_mut(m * hd);
                 for st in state.chunks_exact_mut(3) {
                     st.copy_from_slice(&[f32::NEG_INFINITY, 0.0, 1.0]);
                 }
-                amx::with_tiles(|t| {
+                amx::with_tiles(|tiles| {
                     for k0 in (lo..e).step_by(KEYS) {
                         let kt = KEYS.min(e - k0);
                         let sc = &mut sc[..m * kt];
-                        amx::product(t, qs, kp, k0..k0 + kt, 0, sc, kt, false);
-                        for (r, (row, st)) in sc
-                            .chunks_exact_mut(kt)
-                            .zip(state.chunks_exact_mut(3))
-                            .enumerate()
-                        {
-                            let i = s + r % nb;
-                            let first = (i + 1).saturating_sub(d.window).max(k0) - k0;
-                            let end = (i + 1).min(k0 + kt).saturating_sub(k0);
-                            exp_tile(row, first, end.max(first), d.scale(), st);
-                            if k0 > lo && st[2] != 1.0 {
-                                os[r * hd..][..hd].iter_mut().for_each(|o| *o *= st[2]);
-                            }
-                        }
+                        amx::product(tiles, qs, kp, k0..k0 + kt, 0, sc, kt, false);
+                        t.softmax_tile(d, k0, kt, k0 == lo, (&mut *sc, &mut *state, &mut *os));
                         let sc = &*sc;
                         ps.fill(m, kt, |i| &sc[i * kt..(i + 1) * kt], false);
-                        amx::product(t, ps, vp, 0..hd, k0 / 32, os, hd, k0 > lo);
+                        amx::product(tiles, ps, vp, 0..hd, k0 / 32, os, hd, k0 > lo);
                     }
                 });
-                for i in 0..m {
-                    let (r, p) = (i / nb, i % nb);
-                    let at = (off + s + p) * a + (g * rep + r) * hd;
-                    let inv = 1.0 / state[i * 3 + 1];
-                    // SAFETY: row off + s + p, head g * rep + r: written by this task only.
-                    let o = unsafe { std::slice::from_raw_parts_mut(dst.at(at), hd) };
-                    o.iter_mut()
-                        .zip(&os[i * hd..][..hd])
-                        .for_each(|(o, x)| *o = x * inv);
-                }
+                t.write(d, os, state, dst);
             });
         });
     });
