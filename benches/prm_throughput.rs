@@ -82,11 +82,6 @@ fn main() {
         })
         .collect();
 
-    println!(
-        "items: {} ({note}), {steps} steps, {} tokens",
-        items.len(),
-        count_tokens(&dir, &parsed)
-    );
     // stepkto with the serve default (`auto`: bf16x3 on AMX), and f32 where that differs
     let mut engines = vec![CpuMatmul::Auto.resolve().unwrap()];
     if engines[0] != CpuMatmul::F32 && std::env::var_os("STEPKTO_BENCH_SKIP_F32").is_none() {
@@ -96,6 +91,11 @@ fn main() {
     for (i, &m) in engines.iter().enumerate() {
         let run = run_stepkto(&dir, &parsed, m);
         if i == 0 {
+            println!(
+                "items: {} ({note}), {steps} steps, {} tokens",
+                items.len(),
+                run.tokens
+            );
             println!(
                 "checkpoint: Qwen2-shaped, {:.1}M parameters, f32 weights, {threads} threads",
                 run.params as f64 / 1e6
@@ -114,7 +114,7 @@ fn main() {
         ours.push((m, run));
     }
     if ours.len() == 2 {
-        let d = max_diff(&ours[0].1.scores, ours[1].1.scores.iter().cloned());
+        let d = max_diff(&ours[0].1.scores, &ours[1].1.scores);
         println!("max |bf16x3 - f32| over all {steps} step scores: {d:.2e}");
     }
 
@@ -180,30 +180,21 @@ fn main() {
             best / run.secs,
             single / run.secs,
             batched / run.secs,
-            max_diff(&run.scores, theirs.iter().cloned()),
+            max_diff(&run.scores, &theirs),
         );
     }
 }
 
 /// Largest absolute difference between two score lists of the same shape.
-fn max_diff(a: &[Vec<f32>], b: impl Iterator<Item = Vec<f32>>) -> f64 {
+fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
     let mut d = 0f64;
     for (x, y) in a.iter().zip(b) {
         assert_eq!(x.len(), y.len());
-        for (p, q) in x.iter().zip(&y) {
+        for (p, q) in x.iter().zip(y) {
             d = d.max((*p as f64 - *q as f64).abs());
         }
     }
     d
-}
-
-/// Tokens of all items under the benchmark's recipe.
-fn count_tokens(dir: &Path, items: &[(String, Vec<String>)]) -> usize {
-    let prm = Prm::load(&spec(dir, CpuMatmul::F32), &Device::Cpu).unwrap();
-    items
-        .iter()
-        .map(|(p, s)| prm.tokenize(p, s).unwrap().ids.len())
-        .sum()
 }
 
 fn spec(dir: &Path, m: CpuMatmul) -> ModelSpec {
@@ -218,6 +209,8 @@ fn spec(dir: &Path, m: CpuMatmul) -> ModelSpec {
 
 struct Run {
     secs: f64,
+    /// Tokens of all items (the real tokens the batcher saw).
+    tokens: u64,
     tokenize_s: f64,
     busy_s: f64,
     batches: u64,
@@ -254,15 +247,17 @@ fn run_stepkto(dir: &Path, items: &[(String, Vec<String>)], m: CpuMatmul) -> Run
     };
     run(&items[..8.min(items.len())]);
     let stat = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let (busy0, comp0, batches0) = (
+    let (busy0, comp0, real0, batches0) = (
         stat(&b.stats.busy_us),
         stat(&b.stats.computed_tokens),
+        stat(&b.stats.real_tokens),
         stat(&b.stats.batches),
     );
     let t0 = Instant::now();
     let (scores, tok_time) = run(items);
     Run {
         secs: t0.elapsed().as_secs_f64(),
+        tokens: stat(&b.stats.real_tokens) - real0,
         tokenize_s: tok_time.as_secs_f64(),
         busy_s: (stat(&b.stats.busy_us) - busy0) as f64 / 1e6,
         batches: stat(&b.stats.batches) - batches0,

@@ -134,7 +134,7 @@ impl Packed {
     /// Pack the `n x k` matrix whose row `j` `fill(j, row)` writes (all `k` values). Panels
     /// are packed in parallel (a 7B model's weights are billions of values).
     pub fn from_rows(n: usize, k: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Packed {
-        let kp = k.div_ceil(KB) * KB;
+        let kp = k.next_multiple_of(KB);
         let kbs = kp / KB;
         let per_panel = kbs * 4 * TILE;
         let mut lines = Lines::default();
@@ -186,7 +186,7 @@ impl Split {
         row: impl Fn(usize) -> &'a [f32] + Sync,
         par: bool,
     ) {
-        let kp = k.div_ceil(KB) * KB;
+        let kp = k.next_multiple_of(KB);
         let rows = m.div_ceil(MR) * MR;
         self.lines.reserve(rows * 2 * kp);
         (self.m, self.kp) = (m, kp);
@@ -546,20 +546,8 @@ mod tiles {
 
 #[cfg(test)]
 mod tests {
+    use super::super::kernels::test_values as values;
     use super::*;
-
-    /// Deterministic values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// Against an f64 product, at edges in every dimension (rows, outputs and inputs not
     /// multiples of the tile sizes), into a strided destination, replacing and accumulating:

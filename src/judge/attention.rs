@@ -377,6 +377,7 @@ pub fn causal_mask(t: usize, window: Option<usize>, device: &Device) -> Result<T
 
 #[cfg(test)]
 mod tests {
+    use super::super::kernels::test_values;
     use super::*;
 
     /// Dense reference: per item and head, softmax((q kᵀ) / sqrt(hd) + mask) v in f64.
@@ -413,16 +414,23 @@ mod tests {
         out
     }
 
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+    /// `causal` on random activations for `lens`, and its largest difference from [`dense`].
+    fn run_against_dense(
+        lens: &[usize],
+        d: Heads,
+        seed: u64,
+        amx: bool,
+    ) -> (Vec<f32>, Vec<f32>, f64) {
+        let rows_n: usize = lens.iter().sum();
+        let qkv = test_values(rows_n * d.stride(), seed);
+        let mut out = vec![0f32; rows_n * d.nq * d.hd];
+        causal(&qkv, lens, d, &mut out, amx);
+        let worst = out
+            .iter()
+            .zip(&dense(&qkv, lens, d))
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        (qkv, out, worst)
     }
 
     /// The AMX path: items past one key tile (600 keys: three tiles), a window that starts
@@ -443,16 +451,7 @@ mod tests {
                 hd,
                 window,
             };
-            let rows_n: usize = lens.iter().sum();
-            let qkv = random(rows_n * d.stride(), 11);
-            let mut out = vec![0f32; rows_n * d.nq * d.hd];
-            causal(&qkv, &lens, d, &mut out, true);
-            let want = dense(&qkv, &lens, d);
-            let worst = out
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (*a as f64 - b).abs())
-                .fold(0.0, f64::max);
+            let (_, _, worst) = run_against_dense(&lens, d, 11, true);
             eprintln!("window {window}, hd {hd}: max difference {worst:e}");
             assert!(worst < 5e-5, "window {window}, hd {hd}: {worst}");
         }
@@ -470,16 +469,7 @@ mod tests {
                 hd: 16,
                 window,
             };
-            let rows_n: usize = lens.iter().sum();
-            let qkv = random(rows_n * d.stride(), 7);
-            let mut out = vec![0f32; rows_n * d.nq * d.hd];
-            causal(&qkv, &lens, d, &mut out, false);
-            let want = dense(&qkv, &lens, d);
-            let worst = out
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (*a as f64 - b).abs())
-                .fold(0.0, f64::max);
+            let (qkv, out, worst) = run_against_dense(&lens, d, 7, false);
             assert!(worst < 1e-5, "window {window}: {worst}");
 
             let a = d.nq * d.hd;

@@ -161,7 +161,7 @@ fn split_bf16_body(x: &[f32], hi: &mut [u16], lo: &mut [u16]) {
 
 /// `x` rounded to bf16, to nearest even (finite inputs; an infinity stays one).
 #[inline(always)]
-pub fn bf16(x: f32) -> u16 {
+fn bf16(x: f32) -> u16 {
     let b = x.to_bits();
     (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
@@ -315,6 +315,20 @@ pub fn exp_neg(x: f32) -> f32 {
     let biased = (n + (12_582_912.0 + 127.0)).to_bits() - 0x4B40_0000;
     let scale = f32::from_bits(biased << 23);
     p * scale
+}
+
+/// Deterministic test values in [-1, 1) (a linear congruential sequence from `seed`).
+#[cfg(test)]
+pub fn test_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
 }
 
 #[cfg(test)]
