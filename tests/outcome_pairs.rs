@@ -18,9 +18,19 @@ const POLICY: &[(usize, bool, &str)] = &[
         "a newline inside \\(...\\) is valid TeX; the library rejects it",
     ),
     (
+        126,
+        false,
+        "a rounded decimal for an exact reference is rejected by default (issue 9; accept_rounded)",
+    ),
+    (
         133,
         false,
-        "0.33 shows 2 significant digits; we need 3 to accept a decimal for 1/3 (min_sig_digits)",
+        "a rounded decimal for an exact reference is rejected by default (issue 9; accept_rounded)",
+    ),
+    (
+        139,
+        false,
+        "2.6667 is a rounded 8/3: rejected by default (issue 9; accept_rounded)",
     ),
     (
         187,
@@ -36,6 +46,11 @@ const POLICY: &[(usize, bool, &str)] = &[
         253,
         false,
         "f(x) and f(y) differ: variable names are significant (the row tests a non-strict mode)",
+    ),
+    (
+        277,
+        false,
+        "a rounded decimal for an exact reference is rejected by default (issue 9; accept_rounded)",
     ),
     (
         263,

@@ -4,9 +4,13 @@
 use stepkto::outcome::{Budget, Mode, Options, check};
 
 fn run(table: &[(&str, &str, bool)], mode: Mode) {
+    run_with(table, mode, &Options::default())
+}
+
+fn run_with(table: &[(&str, &str, bool)], mode: Mode, opts: &Options) {
     let mut bad = Vec::new();
     for (r, c, want) in table {
-        let v = check(r, c, mode, &Options::default(), &Budget::default());
+        let v = check(r, c, mode, opts, &Budget::default());
         if v.equivalent != *want {
             bad.push(format!("{r:?} vs {c:?}: want {want}, got {v:?}"));
         }
@@ -113,16 +117,32 @@ fn decimals_at_stated_precision() {
             ("16386.17", "16386.169", true),
             ("7.78", "\\frac{70}{9}", true),
             ("0.5", "0.52", false),
-            ("\\frac{1}{12}", "0.0833333333333333", true),
-            ("\\sqrt{2}", "1.414", true),
-            ("\\sqrt{2}", "1.4", false),
-            ("\\pi", "3.14159", true),
-            ("\\pi", "3.15", false),
+            // A rounded decimal for an exact reference is wrong by default (issue 9).
+            ("\\frac{1}{12}", "0.0833333333333333", false),
+            ("\\sqrt{2}", "1.414", false),
+            ("\\pi", "3.14159", false),
+            ("\\frac{1}{8}", "0.125", true),
             ("\\pi", "\\pi+10^{-12}", false),
             ("\\frac{\\pi}{\\sqrt2}", "\\frac{\\sqrt2\\pi}{2}", true),
             ("e^{i\\pi}", "-1", true),
         ],
         Mode::Answer,
+    );
+    // With `accept_rounded`, at the precision the candidate states.
+    run_with(
+        &[
+            ("\\frac{1}{12}", "0.0833333333333333", true),
+            ("\\sqrt{2}", "1.414", true),
+            ("\\sqrt{2}", "1.4", false),
+            ("\\pi", "3.14159", true),
+            ("\\pi", "3.15", false),
+            ("4\\pi", "12.566", true),
+        ],
+        Mode::Answer,
+        &Options {
+            accept_rounded: true,
+            ..Options::default()
+        },
     );
 }
 
@@ -379,7 +399,7 @@ fn everyday_equivalent_forms() {
             ("(x-1)(x+2)", "x^2+x-2", true),
             ("\\frac{x^2-1}{x-1}", "x+1", true),
             ("y = 3x - 2", "3x-2", true),
-            ("4\\pi", "12.566", true),
+            ("4\\pi", "12.566", false),
             ("1:2", "\\frac{1}{2}", true),
             ("\\$1,000", "1000", true),
             ("0.\\overline{6}", "2/3", true),

@@ -5,6 +5,10 @@
 //! (`x = 5`, whose value is the answer), a multiple-choice letter, or text (with synonyms:
 //! "no solution" / empty set / DNE, "all real numbers" / R).
 
+use std::sync::LazyLock;
+
+use regex::Regex;
+
 use super::budget::Meter;
 use super::expr::{Const, Expr, RelOp, Unit};
 use super::forms::{matrix_value, relation};
@@ -99,7 +103,28 @@ pub fn plain_words(s: &str) -> String {
             }
         })
         .collect();
-    t.split_whitespace().collect::<Vec<_>>().join(" ")
+    let words: Vec<&str> = t.split_whitespace().collect();
+    // `a parabola`, `the circle`: an article before a text answer is not part of it.
+    let skip = usize::from(words.len() >= 2 && matches!(words[0], "a" | "an" | "the"));
+    words[skip..].join(" ")
+}
+
+/// Paraphrases of "there is no solution": `no real solutions exist`, `there are no such
+/// x`, `the equation has no solution`, `none`. Every accepted form says *no* and names what
+/// does not exist; a bare `no` stays a yes/no answer.
+fn says_no_solution(w: &str) -> bool {
+    static NONE: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(concat!(
+            r"^(?:(?:so|thus|hence|therefore) )?",
+            r"(?:there (?:is|are|exists?) |(?:(?:the|this|it|which) )?(?:\w+ )?(?:has|have) |we have |we get )?",
+            r"no (?:(?:real|integer|integral|rational|positive|negative|natural|complex|such|possible|valid|solution) )*",
+            r"(?:solutions?|roots?|values?|answers?|numbers?|integers?|pairs?|triples?|points?|intersections?|(?:such )?[a-z])",
+            r"(?: (?:of|for|to) (?:the )?\w+)?",
+            r"(?: (?:exists?|is possible|are possible|satisf(?:y|ies) \w+(?: \w+)?|works?|can be found))?$",
+        ))
+        .unwrap()
+    });
+    NONE.is_match(w)
 }
 
 /// Answers recognised from their words alone, before any parsing.
@@ -141,7 +166,7 @@ pub fn from_words(s: &str) -> Option<Answer> {
         "x in mathbb r",
         "infinity infinity",
     ];
-    if NONE.contains(&w.as_str()) {
+    if NONE.contains(&w.as_str()) || says_no_solution(&w) {
         return Some(Answer::NoSolution);
     }
     if ALL.contains(&w.as_str()) {
@@ -328,6 +353,12 @@ pub fn classify(e: Expr, meter: &mut Meter) -> Answer {
                 }
             }
             Answer::Intervals(ivs)
+        }
+        Expr::Func(name, mut args) if name == "setminus" && args.len() == 2 => {
+            let b = classify(args.pop().unwrap(), meter);
+            let a = classify(args.pop().unwrap(), meter);
+            super::sets::difference(&a, &b, meter)
+                .unwrap_or_else(|| Answer::Text(format!("{a:?} \\setminus {b:?}")))
         }
         Expr::Matrix(rows) => Answer::Matrix(rows),
         Expr::Rel(items, ops) => relation(items, ops, meter),

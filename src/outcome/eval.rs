@@ -268,9 +268,60 @@ fn real_f(v: &Val) -> Result<f64, EvalError> {
 fn float(x: f64) -> R {
     if x.is_nan() {
         Err(EvalError::Undefined)
+    } else if x.is_infinite() {
+        // An overflow says nothing about the value: it must never decide a comparison.
+        Err(BudgetError::Overflow.into())
     } else {
         Ok(Val::F(x, 0.0))
     }
+}
+
+/// ln of a positive integer of any size: its top 64 bits and its bit length, so that
+/// `\log_{10}(100^{20000})` stays finite where the integer itself does not fit a double.
+fn ln_int(n: &BigInt) -> f64 {
+    let b = n.bits();
+    if b <= 1000 {
+        return n.to_f64().unwrap_or(f64::INFINITY).ln();
+    }
+    let shift = b - 64;
+    let top = (n >> shift).to_f64().unwrap_or(f64::NAN);
+    top.ln() + shift as f64 * std::f64::consts::LN_2
+}
+
+/// ln of a positive rational, finite for any size of numerator and denominator.
+fn ln_q(q: &BigRational) -> f64 {
+    ln_int(q.numer()) - ln_int(q.denom())
+}
+
+/// `log_b x` as an exact rational `p/q` when `b^p = x^q` holds exactly (`\log_4 8 = 3/2`,
+/// `\log_2 \frac18 = -3`), checked within the bit budget; `None` otherwise.
+fn exact_log(x: &BigRational, b: &BigRational, approx: f64, meter: &Meter) -> Option<BigRational> {
+    if !approx.is_finite() {
+        return None;
+    }
+    for q in 1..=12i64 {
+        let p = (approx * q as f64).round();
+        if (approx * q as f64 - p).abs() > 1e-9 * q as f64 || p.abs() > 1e6 {
+            continue;
+        }
+        let p = p as i64;
+        let cost = bits(b).saturating_mul(p.unsigned_abs()) + bits(x).saturating_mul(q as u64);
+        if meter.bits(cost).is_err() {
+            return None;
+        }
+        let lhs = pow_q(b, p);
+        let rhs = pow_q(x, q);
+        if lhs == rhs {
+            return Some(rat(p, q));
+        }
+    }
+    None
+}
+
+/// An exact integer power of a rational (the caller has checked the size).
+fn pow_q(x: &BigRational, n: i64) -> BigRational {
+    let m = num_traits::pow(x.clone(), n.unsigned_abs() as usize);
+    if n < 0 { m.recip() } else { m }
 }
 
 fn int_arg(v: &Val) -> Result<BigInt, EvalError> {
@@ -307,7 +358,9 @@ fn eval_d(e: &Expr, env: &[(String, Val)], meter: &mut Meter, depth: usize) -> R
         Expr::Add(v) => {
             let mut acc = Val::real(BigRational::zero());
             for x in v {
-                acc = add(acc, ev(x, meter)?);
+                // Sums of fractions grow too (their denominators multiply).
+                let x = ev(x, meter)?;
+                acc = check(meter, add(acc, x))?;
             }
             acc
         }
@@ -320,7 +373,10 @@ fn eval_d(e: &Expr, env: &[(String, Val)], meter: &mut Meter, depth: usize) -> R
             acc
         }
         Expr::Neg(a) => neg(ev(a, meter)?),
-        Expr::Div(a, b) => div(ev(a, meter)?, ev(b, meter)?)?,
+        Expr::Div(a, b) => {
+            let q = div(ev(a, meter)?, ev(b, meter)?)?;
+            check(meter, q)?
+        }
         Expr::Pow(a, b) => {
             let ex = ev(b, meter)?;
             pow(ev(a, meter)?, ex, meter)?
@@ -414,6 +470,9 @@ fn func(name: &str, v: &[Val], meter: &mut Meter) -> R {
                 }
                 .into());
             }
+            // The result has about k * bits(n) bits: refuse before multiplying, since one
+            // step of a huge product can outlast the clock the meter reads between ticks.
+            meter.bits(k.saturating_mul(n.bits().max(1)))?;
             let mut acc = BigRational::one();
             for i in 0..k {
                 meter.tick()?;
@@ -456,27 +515,43 @@ fn func(name: &str, v: &[Val], meter: &mut Meter) -> R {
             if v[0].as_real_q().is_some_and(|q| q.is_one()) {
                 return Ok(Val::real(BigRational::zero()));
             }
-            let x = real_f(&v[0])?;
-            if x <= 0.0 {
-                Err(EvalError::Undefined)
-            } else {
-                float(x.ln())
+            match v[0].as_real_q() {
+                Some(q) if q.is_positive() => float(ln_q(q)),
+                Some(_) => Err(EvalError::Undefined),
+                None => {
+                    let x = real_f(&v[0])?;
+                    if x <= 0.0 {
+                        Err(EvalError::Undefined)
+                    } else {
+                        float(x.ln())
+                    }
+                }
             }
         }
         ("log", 1) | ("log", 2) => {
+            let ten = BigRational::from_integer(BigInt::from(10));
+            let base_q = if v.len() == 2 {
+                v[1].as_real_q().cloned()
+            } else {
+                Some(ten)
+            };
+            // Exact arguments: logarithms of any size, exact when the result is rational.
+            if let (Some(x), Some(b)) = (v[0].as_real_q(), base_q.as_ref()) {
+                if !x.is_positive() || !b.is_positive() || b.is_one() {
+                    return Err(EvalError::Undefined);
+                }
+                let r = ln_q(x) / ln_q(b);
+                if let Some(q) = exact_log(x, b, r, meter) {
+                    return Ok(Val::real(q));
+                }
+                return float(r);
+            }
             let x = real_f(&v[0])?;
             let b = if v.len() == 2 { real_f(&v[1])? } else { 10.0 };
             if x <= 0.0 || b <= 0.0 || b == 1.0 {
                 return Err(EvalError::Undefined);
             }
-            // Exact when the result is an integer power (log_2 8 = 3).
-            let r = x.ln() / b.ln();
-            if (r - r.round()).abs() < 1e-12 && v[0].as_real_q().is_some() {
-                return Ok(Val::real(BigRational::from_integer(BigInt::from(
-                    r.round() as i64,
-                ))));
-            }
-            float(r)
+            float(x.ln() / b.ln())
         }
         ("sin", 1) => one(f64::sin),
         ("cos", 1) => one(f64::cos),

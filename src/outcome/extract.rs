@@ -153,6 +153,24 @@ fn joins(gap: &str) -> bool {
         .any(|w| matches!(w.to_ascii_lowercase().as_str(), "and" | "or"))
 }
 
+/// Text between two math spans that lists them as one answer: a comma, `and`, `or`, or
+/// both, and nothing else (`$1$, $4$, or $9$`; not `$a = 2$, so $b = 3$`).
+fn joins_spans(gap: &str) -> bool {
+    let g = gap.trim();
+    if g.is_empty() || g.len() > 12 {
+        return false;
+    }
+    let words: Vec<&str> = g
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect();
+    match words.as_slice() {
+        [] => g.contains(','),
+        [w] => matches!(*w, "and" | "or"),
+        _ => false,
+    }
+}
+
 static FINAL_IS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)final answer\s*(?:is|:)\s*[:\s]*|(?m)^\s*####\s*").unwrap());
 static ANSWER_IS: LazyLock<Regex> = LazyLock::new(|| {
@@ -171,8 +189,9 @@ static BOLD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\*\*([^*\n]{1,80})\
 static MATH: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?s)\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$((?:[^$\\]|\\.)+?)\$").unwrap()
 });
-static NUMBER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?%?").unwrap());
+static NUMBER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][+-]?\d+\b)?(?:\s*/\s*\d+)?%?").unwrap()
+});
 static HOPE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\.?\s*(?:I hope|Hope this|This is the|Please let|\n\n|\[Note|Note:)").unwrap()
 });
@@ -189,7 +208,10 @@ fn after_phrase(s: &str, at: usize) -> Option<String> {
     {
         t = t[k + 4..].to_string();
     }
+    // `**Answer: 42**`: the bold markers around the whole line are not part of the answer.
     let t = t
+        .trim()
+        .trim_matches('*')
         .trim()
         .trim_end_matches(['.', ',', ';', '。', '，'])
         .trim();
@@ -274,16 +296,26 @@ pub fn extract_with(solution: &str, lenient: bool) -> Option<(String, Source)> {
     }
     // 5. The last math span, unless a concluding sentence after it states a number
     //    ("... $d = 90/n$ ... Therefore, there are 12 sequences.").
-    if let Some(c) = MATH.captures_iter(s).last() {
-        let t = span_text(&c);
-        let tail = &s[c.get(0).unwrap().end()..];
+    let spans = math_spans(s);
+    if let Some(last) = spans.last() {
+        let tail = &s[last.1..];
         if let Some(k) = CONCLUDE.find_iter(tail).last()
             && let Some(n) = last_number(&tail[k.end()..])
         {
             return Some((n, Source::LastNumber));
         }
-        if !t.is_empty() {
-            return Some((t, Source::MathSpan));
+        // `so $x = 1$, $x = 4$, or $x = 9$.`: spans joined only by connectors are one answer.
+        let mut k = spans.len() - 1;
+        while k > 0 && joins_spans(&s[spans[k - 1].1..spans[k].0]) {
+            k -= 1;
+        }
+        let parts: Vec<&str> = spans[k..]
+            .iter()
+            .map(|x| x.2.as_str())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if !parts.is_empty() {
+            return Some((parts.join(", "), Source::MathSpan));
         }
     }
     // 6. The last number.
@@ -308,6 +340,54 @@ pub fn math_spans(s: &str) -> Vec<(usize, usize, String)> {
             (m.start(), m.end(), span_text(&c))
         })
         .collect()
+}
+
+/// The closing sentence's last `n` words, for a reference that is a word answer (`so the
+/// arrow ends up pointing north.`); `None` when that sentence negates (`not north`) or holds
+/// math, where the word is not the answer.
+pub fn closing_words(solution: &str, n: usize) -> Option<String> {
+    let s = answer_region(solution)?.trim();
+    let s = s.trim_end_matches(['.', '!', ' ', '\n', '*']);
+    let start = s
+        .rfind(['.', '!', '?', '\n', ':'])
+        .map(|k| k + 1)
+        .unwrap_or(0);
+    let sentence = &s[start..];
+    if sentence.len() > 300 {
+        return None;
+    }
+    // Only the prose after the sentence's last math span can hold the word answer.
+    let prose = match math_spans(sentence).last() {
+        Some(m) => &sentence[m.1..],
+        None => sentence,
+    };
+    if prose.contains(['$', '\\']) {
+        return None;
+    }
+    let all: Vec<String> = sentence
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_ascii_lowercase()
+        })
+        .collect();
+    let words: Vec<String> = prose
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_ascii_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    const NEGATIONS: &[&str] = &["not", "no", "never", "neither", "nor", "instead", "rather"];
+    if all
+        .iter()
+        .any(|w| NEGATIONS.contains(&w.as_str()) || w.ends_with("n't"))
+        || words.len() < n + 1
+    {
+        return None;
+    }
+    Some(words[words.len() - n..].join(" "))
 }
 
 /// The last number written in prose ("... is 1,000.99€" -> "1,000.99").

@@ -4,7 +4,8 @@
 //!
 //! Pipeline: [`extract`] finds the answer in a solution; [`lex`] and [`latex`] parse answer
 //! text into an [`expr::Expr`]; [`answer`] (with [`forms`] for relations, intervals and
-//! matrix arithmetic) types it; [`equiv`] decides equality, with [`eval`] doing exact (then
+//! matrix arithmetic, [`sets`] for unions and differences of intervals) types it; [`equiv`]
+//! decides equality, with [`eval`] doing exact (then
 //! floating) arithmetic and [`units`] the units and number words; everything runs under a
 //! [`budget::Budget`].
 
@@ -17,6 +18,7 @@ pub mod extract;
 pub mod forms;
 pub mod latex;
 pub mod lex;
+pub mod sets;
 pub mod units;
 
 use answer::Answer;
@@ -27,7 +29,7 @@ pub use equiv::Options;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a change can alter a verdict; part of every cache key.
-pub const ENGINE_VERSION: &str = "outcome-4";
+pub const ENGINE_VERSION: &str = "outcome-5";
 
 /// Everything that decides a verify verdict, in a canonical JSON form; the store hashes it
 /// into the cache key (DESIGN §3: kind, engine version, inputs, options, budget).
@@ -115,8 +117,15 @@ fn undouble(s: &str) -> String {
     out
 }
 
+/// `1.6\text{E}{-19}`, `2\mathrm{e}{+5}`: E-notation written with TeX, as `1.6e-19`.
+static TEX_E: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"(\d)\s*\\(?:text|mathrm|rm)\s*\{\s*[eE]\s*\}\s*(?:\{\s*([+-]?)\s*(\d+)\s*\}|([+-]?)(\d+))")
+        .unwrap()
+});
+
 fn clean_answer(s: &str) -> String {
     let s = undouble(s).replace("\\\"", " ");
+    let s = TEX_E.replace_all(&s, "${1}e${2}${4}${3}${5}");
     // `x = 2 \text{ (double root)}`: a parenthesised remark is not part of the answer.
     let s = REMARK.replace_all(&s, " ");
     let mut t = s.trim();
@@ -328,9 +337,14 @@ pub fn check(
         Mode::Solution => true,
         Mode::Auto => extract::looks_like_solution(candidate),
     };
+    let mut marked = false;
     let cand_text = if solution {
         match extract::extract(candidate) {
-            Some((a, _)) => a,
+            Some((a, src)) => {
+                use extract::Source as S;
+                marked = matches!(src, S::Boxed | S::FinalAnswer | S::AnswerLine | S::Bold);
+                a
+            }
             // In auto mode a short text with no answer markers is read as the answer itself.
             None if mode == Mode::Auto && !truncated(candidate) => candidate.to_string(),
             None => {
@@ -385,6 +399,22 @@ pub fn check(
                 Cmp::NotEqual => {}
             }
         }
+    }
+    // A word answer stated in the closing sentence (`so the arrow ends up pointing north.`),
+    // when the extraction found no marked answer (box, answer phrase, bold) to prefer.
+    if solution
+        && !marked
+        && let [Answer::Text(words)] = rs.as_slice()
+        && !words.is_empty()
+        && let Some(tail) = extract::closing_words(candidate, words.split(' ').count())
+        && answer::plain_words(&tail) == *words
+    {
+        return verdict(
+            true,
+            Some(tail),
+            "equal_text",
+            "the closing sentence states the word answer",
+        );
     }
     if normalized(&clean_answer(&ref_text)) == normalized(extracted.as_deref().unwrap_or("")) {
         return verdict(

@@ -80,8 +80,52 @@ const COUNT_WORDS: &[&str] = &[
     "steps", "games", "numbers", "integers", "digits", "pages", "papers", "bins",
 ];
 
+/// A unit as written after a quantity: a name (`cm`, `feet`), or an area or volume in words
+/// or with a power inside the text (`square feet`, `sq ft`, `cubic inches`, `cm^2`,
+/// `cm^{3}`, `cm²`, `meters squared`). `square units` and `cubic units` are counted things.
 pub fn lookup(word: &str) -> Option<Unit> {
     let w = word.trim().trim_end_matches('.');
+    let lower = w.to_ascii_lowercase();
+    for (pre, k) in [
+        ("square ", 2),
+        ("sq. ", 2),
+        ("sq ", 2),
+        ("cubic ", 3),
+        ("cu. ", 3),
+    ] {
+        if lower.starts_with(pre) {
+            let base = lookup_one(w[pre.len()..].trim())?;
+            return Some(if base.dim == [0; 6] {
+                base
+            } else {
+                power(&base, k)
+            });
+        }
+    }
+    for (post, k) in [(" squared", 2), (" cubed", 3)] {
+        if let Some(head) = lower.strip_suffix(post) {
+            let base = lookup_one(w[..head.len()].trim())?;
+            return Some(power(&base, k));
+        }
+    }
+    for (post, k) in [("²", 2), ("³", 3)] {
+        if let Some(head) = w.strip_suffix(post) {
+            return Some(power(&lookup_one(head.trim())?, k));
+        }
+    }
+    if let Some((head, exp)) = w.split_once('^') {
+        let exp = exp
+            .trim()
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+            .trim();
+        let k: i8 = exp.parse().ok().filter(|k| (1..=3).contains(k))?;
+        return Some(power(&lookup_one(head.trim())?, k));
+    }
+    lookup_one(w)
+}
+
+fn lookup_one(w: &str) -> Option<Unit> {
     for (names, dim, scale) in TABLE {
         if names.contains(&w) || (w.len() > 3 && names.iter().any(|n| n.eq_ignore_ascii_case(w))) {
             return Some(Unit {
@@ -118,7 +162,7 @@ pub fn power(u: &Unit, k: i8) -> Unit {
 pub fn is_percent_word(w: &str) -> bool {
     matches!(
         w.to_ascii_lowercase().as_str(),
-        "percent" | "pct" | "percentage" | "percents"
+        "percent" | "pct" | "percentage" | "percents" | "per cent"
     )
 }
 

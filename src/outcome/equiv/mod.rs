@@ -4,8 +4,8 @@
 //! Scalars: exact arithmetic first (complex rationals), then exact evaluation at random
 //! rational points for expressions with variables, then floating point for transcendental
 //! parts. Decimal references are compared at the precision they state; a decimal candidate
-//! against an exact reference at the candidate's precision, if it shows enough significant
-//! digits. Containers compare their items (ordered or as sets), intervals their endpoints and
+//! against an exact reference must equal it exactly (`0.125` = `\frac18`, `2.33` !=
+//! `\frac73`) unless [`Options::accept_rounded`] asks for the candidate's precision. Containers compare their items (ordered or as sets), intervals their endpoints and
 //! openness, equations up to a nonzero factor.
 
 use super::answer::{Answer, Interval, Scalar};
@@ -23,9 +23,14 @@ mod numbers;
 pub struct Options {
     /// `p%` also equals `p/100` and the bare `p` (true), or only `p/100` (false).
     pub percent_flexible: bool,
-    /// Fewest significant digits a decimal candidate must show to match an exact,
-    /// non-terminating reference (`0.333` vs `1/3` needs 3).
+    /// Fewest significant digits a decimal must show to be read as a rounded value: a decimal
+    /// reference with this many is matched at its stated precision (`33.3` vs `100/3`), and,
+    /// under `accept_rounded`, so is a decimal candidate against an exact reference.
     pub min_sig_digits: u32,
+    /// A rounded decimal candidate matches an exact reference at the candidate's precision
+    /// (`2.33` for `\frac73`, `1.41` for `\sqrt2`). Off by default: a reward for a rounded
+    /// answer to an exact question is a false positive (the ecosystem's graders reject it).
+    pub accept_rounded: bool,
     /// A unit the candidate omits is accepted (`5` for `5 \text{ cm}`).
     pub allow_missing_unit: bool,
 }
@@ -35,6 +40,7 @@ impl Default for Options {
         Options {
             percent_flexible: true,
             min_sig_digits: 3,
+            accept_rounded: false,
             allow_missing_unit: true,
         }
     }
@@ -95,6 +101,12 @@ impl Ctx<'_> {
             }
             (A::Assign(_, v), other) if !matches!(other, A::Equation(..)) => self.answers(v, other),
             (other, A::Assign(_, v)) if !matches!(other, A::Equation(..)) => self.answers(other, v),
+            // `x + y = 4` for the value 4: the candidate names the quantity asked for (a
+            // combination of two or more unknowns) and gives its value. A one-unknown left
+            // side (`2x = 4`) is not accepted: it states a value of x, not of 2x.
+            (A::Scalar(_), A::Equation(l, v)) if names_a_quantity(l, v) => {
+                self.answers(r, &A::Scalar(super::answer::scalar(v.clone())))
+            }
             (A::Equation(..), _) | (_, A::Equation(..)) => {
                 match (self.as_equation(r), self.as_equation(c)) {
                     (Some((l1, r1)), Some((l2, r2))) => self.equations(&l1, &r1, &l2, &r2),
@@ -266,6 +278,8 @@ impl Ctx<'_> {
     }
 
     fn intervals(&mut self, a: &[Interval], b: &[Interval]) -> Cmp {
+        let a = &super::sets::normalize(a, self.meter);
+        let b = &super::sets::normalize(b, self.meter);
         if a.len() != b.len() {
             return Cmp::NotEqual;
         }
@@ -315,6 +329,16 @@ impl Ctx<'_> {
         let r = eval::mul(v[1].clone(), v[2].clone());
         eq_if(eval::same(&l, &r, 1e-10) == Some(true), "exact")
     }
+}
+
+/// `l = v` with a constant `v` and an `l` in two or more unknowns (`x+y`, `ab`, `\frac{m}{n}`).
+fn names_a_quantity(l: &Expr, v: &Expr) -> bool {
+    let (mut ls, mut vs) = (Vec::new(), Vec::new());
+    l.symbols(&mut ls);
+    v.symbols(&mut vs);
+    ls.sort();
+    ls.dedup();
+    vs.is_empty() && ls.len() >= 2
 }
 
 fn eq_if(b: bool, how: &'static str) -> Cmp {

@@ -92,7 +92,8 @@ impl Ctx<'_> {
                 return self.at_precision(&rv, *k, &c.expr);
             }
         }
-        // A decimal candidate against an exact reference: at the candidate's precision.
+        // A decimal candidate against an exact reference: equal only when exactly equal,
+        // unless rounded candidates are accepted (then at the candidate's precision).
         if let Expr::Dec(cv, k) = strip_neg(&c.expr).0 {
             let cv = if strip_neg(&c.expr).1 {
                 -cv.clone()
@@ -104,7 +105,7 @@ impl Ctx<'_> {
                 if rv.as_real_q().is_some_and(|q| *q == cv) {
                     return Cmp::Equal("exact");
                 }
-                if sig >= self.opts.min_sig_digits {
+                if self.opts.accept_rounded && sig >= self.opts.min_sig_digits {
                     return self.at_precision(&cv, *k, &r.expr);
                 }
                 return Cmp::NotEqual;
@@ -289,8 +290,12 @@ fn as_indeterminates(e: &Expr) -> Option<Expr> {
             Box::new(as_indeterminates(b)?),
         ),
         Expr::Pow(a, b) | Expr::Root(a, b) => {
+            // The exponent must be plain rational arithmetic: with pi or e in it, or a
+            // function (`e^{\ln 7}` = 7), the base's value matters.
             let mut transcendental = false;
-            b.walk(&mut |x| transcendental |= matches!(x, Expr::Const(Const::Pi | Const::E)));
+            b.walk(&mut |x| {
+                transcendental |= matches!(x, Expr::Const(Const::Pi | Const::E) | Expr::Func(..))
+            });
             if transcendental {
                 return None;
             }

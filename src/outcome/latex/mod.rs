@@ -252,8 +252,32 @@ impl Parser<'_> {
         self.chain(Self::union, |p| p.is_ch(':'), Expr::Ratio)
     }
 
+    /// `A \cup B \setminus C`, read left to right; a difference is `Func("setminus", [a, b])`
+    /// (sets are decided in `outcome::sets`, not evaluated).
     fn union(&mut self) -> Result<Expr, ParseError> {
-        self.chain(Self::sum, |p| p.is_cmd("cup") || p.is_ch('U'), Expr::Union)
+        let mut items = vec![self.sum()?];
+        loop {
+            if self.is_cmd("cup") || self.is_ch('U') {
+                self.pos += 1;
+                items.push(self.sum()?);
+            } else if self.is_cmd("setminus") || self.is_cmd("backslash") {
+                self.pos += 1;
+                let rhs = self.sum()?;
+                let lhs = if items.len() == 1 {
+                    items.pop().unwrap()
+                } else {
+                    Expr::Union(std::mem::take(&mut items))
+                };
+                items = vec![Expr::Func("setminus".into(), vec![lhs, rhs])];
+            } else {
+                break;
+            }
+        }
+        Ok(if items.len() == 1 {
+            items.pop().unwrap()
+        } else {
+            Expr::Union(items)
+        })
     }
 
     fn sum(&mut self) -> Result<Expr, ParseError> {
@@ -290,8 +314,8 @@ impl Parser<'_> {
     /// Can the next token start a factor of an implicit product?
     fn starts_factor(&self) -> bool {
         match self.peek() {
-            Some(Tok::Num(_)) | Some(Tok::Text(_)) => true,
-            Some(Tok::Word(w)) => !units::is_percent_word(w),
+            Some(Tok::Num(_)) => true,
+            Some(Tok::Text(w)) | Some(Tok::Word(w)) => !units::is_percent_word(w.trim()),
             Some(Tok::Ch(c)) => matches!(c, '(' | '{') || (*c == '|' && self.abs_open == 0),
             Some(Tok::Cmd(c)) => !matches!(
                 c.as_str(),
@@ -301,6 +325,8 @@ impl Parser<'_> {
                     | "pm"
                     | "mp"
                     | "cup"
+                    | "setminus"
+                    | "backslash"
                     | "cap"
                     | "le"
                     | "leq"
@@ -484,7 +510,7 @@ impl Parser<'_> {
                     self.pos += 1;
                     e = Expr::Percent(Box::new(e));
                 }
-                Some(Tok::Word(w)) if units::is_percent_word(w) => {
+                Some(Tok::Word(w) | Tok::Text(w)) if units::is_percent_word(w.trim()) => {
                     self.pos += 1;
                     e = Expr::Percent(Box::new(e));
                 }
