@@ -31,25 +31,64 @@ pub struct MathPiece {
     /// differently from `is 40 = 20`).
     pub before: String,
     pub after: String,
+    /// For math spans: the word before the span itself follows a value (a math span, a
+    /// number, a percent), as in `$20\%$ of $...$`.
+    pub before_is_value: bool,
     /// The run touches a letter on either side (`1st - 5 = 6th`): its ends are not numbers.
     pub glued: bool,
 }
 
-/// The sentence of `s` around byte range `a..b`.
+/// How far a sentence reaches on either side of a piece of math. Cues further away say
+/// nothing about it, and the bound keeps a step of thousands of spans with no full stop
+/// linear in time and memory (each piece keeps its own copy of its sentence).
+const SENTENCE_REACH: usize = 300;
+
+/// The sentence of `s` around byte range `a..b`, at most [`SENTENCE_REACH`] bytes each side.
 fn sentence_around(s: &str, a: usize, b: usize) -> String {
     let is_end = |c: char| matches!(c, '.' | '!' | '?' | '\n');
-    let start = s[..a]
+    let mut lo = a.saturating_sub(SENTENCE_REACH);
+    while !s.is_char_boundary(lo) {
+        lo += 1;
+    }
+    let mut hi = (b + SENTENCE_REACH).min(s.len());
+    while !s.is_char_boundary(hi) {
+        hi -= 1;
+    }
+    let start = s[lo..a]
         .char_indices()
         .rev()
-        .find(|(i, c)| is_end(*c) && !s[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
-        .map(|(i, _)| i + 1)
-        .unwrap_or(0);
-    let end = s[b..]
+        .find(|(i, c)| is_end(*c) && !s[lo + i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+        .map(|(i, _)| lo + i + 1)
+        .unwrap_or(lo);
+    let end = s[b..hi]
         .char_indices()
         .find(|(i, c)| is_end(*c) && !s[b + i + 1..].starts_with(|d: char| d.is_ascii_digit()))
         .map(|(i, _)| b + i + 1)
-        .unwrap_or(s.len());
+        .unwrap_or(hi);
     s[start..end].to_string()
+}
+
+/// The prose right before byte `a` and right after byte `b` (the word, or the operator, a
+/// math span continues: `total × \( \frac14 = ... \)`, `$20\%$ of $\$4 = ...$`).
+fn neighbours(s: &str, a: usize, b: usize) -> (String, String, bool) {
+    // A bounded window on each side, so that many spans cost linear time.
+    let mut lo = a.saturating_sub(64);
+    while !s.is_char_boundary(lo) {
+        lo += 1;
+    }
+    let mut hi = (b + 64).min(s.len());
+    while !s.is_char_boundary(hi) {
+        hi -= 1;
+    }
+    let before = s[lo..a].trim_end();
+    let after = s[b..hi].trim_start();
+    let mut words = before.rsplit(char::is_whitespace);
+    let w = words.next().unwrap_or("");
+    let value = words
+        .next()
+        .is_some_and(|p| p.ends_with(['$', ')', '%']) || p.ends_with(|c: char| c.is_ascii_digit()));
+    let next = after.split(char::is_whitespace).next().unwrap_or("");
+    (w.to_string(), next.to_string(), value)
 }
 
 /// Math spans of a step, and the plain text between them (each span replaced by a marker so
@@ -70,12 +109,14 @@ pub fn locate(step: &str) -> (Vec<MathPiece>, String) {
         plain.push_str(&step[last..a]);
         plain.push_str(" \u{2016} ");
         last = b;
+        let (before, after, before_is_value) = neighbours(step, a, b);
         pieces.push(MathPiece {
             text: inner,
             sentence: sentence_around(step, a, b),
             tex: true,
-            before: String::new(),
-            after: String::new(),
+            before,
+            after,
+            before_is_value,
             glued: false,
         });
     }
@@ -94,6 +135,7 @@ pub fn locate(step: &str) -> (Vec<MathPiece>, String) {
             tex: true,
             before: String::new(),
             after: String::new(),
+            before_is_value: false,
             glued: false,
         });
     }
@@ -126,6 +168,16 @@ pub fn plain_chains(plain: &str) -> Vec<MathPiece> {
         let b = if i < cs.len() { cs[i].0 } else { plain.len() };
         let run = plain[a..b].trim_end_matches([',', '.', ' ']);
         let mut run_t = run.trim_start();
+        // A markdown bullet `- 6 = 2 * 3` at the start of a line is not a minus sign.
+        let line_start = plain[..a + (run.len() - run_t.len())]
+            .trim_end_matches([' ', '\t'])
+            .ends_with('\n')
+            || plain[..a].trim().is_empty();
+        if line_start
+            && (run_t.starts_with("- ") || run_t.starts_with("* ") || run_t.starts_with("+ "))
+        {
+            run_t = run_t[2..].trim_start();
+        }
         // A list enumerator `2. ` before the arithmetic is not part of it.
         if let Some(k) = run_t.find(". ")
             && run_t[..k].chars().all(|c| c.is_ascii_digit())
@@ -142,7 +194,8 @@ pub fn plain_chains(plain: &str) -> Vec<MathPiece> {
             let text: String = run_t
                 .char_indices()
                 .map(|(k, c)| {
-                    let idx = cs.iter().position(|p| p.0 == a2 + k).unwrap_or(0);
+                    // Binary search: a linear scan per character is quadratic in the run.
+                    let idx = cs.binary_search_by_key(&(a2 + k), |p| p.0).unwrap_or(0);
                     if c == 'x' && times_x(&cs, idx) {
                         '*'
                     } else {
@@ -156,6 +209,7 @@ pub fn plain_chains(plain: &str) -> Vec<MathPiece> {
                 tex: false,
                 before: last_word(before),
                 after: first_word(after),
+                before_is_value: false,
                 glued: plain[..a2].ends_with(|c: char| c.is_alphabetic())
                     || plain[a2 + run_t.len()..].starts_with(|c: char| c.is_alphabetic()),
             });

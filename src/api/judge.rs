@@ -295,7 +295,13 @@ pub async fn judge(
         None => {
             work::on_workers(
                 todo,
-                move |(i, _, steps)| (i, Ok(result(judge_steps(&steps, threshold, &budget)))),
+                move |(i, problem, steps), deadline| {
+                    let budget = work::clipped(&budget, deadline);
+                    (
+                        i,
+                        Ok(result(judge_steps(&problem, &steps, threshold, &budget))),
+                    )
+                },
                 deadline,
             )
             .await?
@@ -398,12 +404,10 @@ async fn prm_judge(
     let prm = b.clone();
     let prepared = work::on_workers(
         todo,
-        move |(i, problem, steps)| {
+        move |(i, problem, steps), deadline| {
             let tok = prm.prm.tokenize(&problem, &steps);
-            let sym: Vec<SymbolicCheck> = steps
-                .iter()
-                .map(|s| symbolic::check_step(s, &budget))
-                .collect();
+            let budget = work::clipped(&budget, deadline);
+            let sym: Vec<SymbolicCheck> = symbolic::check_solution(&problem, &steps, &budget);
             (i, tok, sym)
         },
         deadline_ms,

@@ -221,7 +221,10 @@ async fn verify_items(
         .collect();
     let computed = work::on_workers(
         todo,
-        move |(i, r, c, mode, opts)| (i, outcome::check(&r, &c, mode, &opts, &budget)),
+        move |(i, r, c, mode, opts), deadline| {
+            let budget = work::clipped(&budget, deadline);
+            (i, outcome::check(&r, &c, mode, &opts, &budget))
+        },
         st.limits.request_timeout_ms,
     )
     .await?;

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::AppState;
 use super::error::ApiError;
 use super::metrics::Metrics;
+use crate::outcome::Budget;
 
 /// Run a cache operation with a 2 s bound; a failure or timeout is logged and counted, and
 /// the request goes on without the cache.
@@ -67,15 +68,29 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Run `f` over `jobs` on the blocking pool, split across cores, results in job order.
-/// Past `deadline_ms` the request fails with 504 and the remaining jobs are skipped; if the
-/// client goes away, axum drops this future and the remaining jobs are skipped too.
+/// The engine budget for a job started now, its time cut to what is left of the request:
+/// past the deadline no job keeps computing (the time budget is the engines' only clock).
+pub fn clipped(budget: &Budget, deadline: Instant) -> Budget {
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis() as u64;
+    Budget {
+        time_ms: budget.time_ms.min(left.max(1)),
+        ..*budget
+    }
+}
+
+/// Run `f` over `jobs` on the blocking pool, split across cores, results in job order; `f`
+/// gets the request's deadline (for [`clipped`]). Past `deadline_ms` the request fails with
+/// 504 and the remaining jobs are skipped; if the client goes away, axum drops this future
+/// and the remaining jobs are skipped too.
 pub async fn on_workers<J, O, F>(jobs: Vec<J>, f: F, deadline_ms: u64) -> Result<Vec<O>, ApiError>
 where
     J: Send + 'static,
     O: Send + 'static,
-    F: Fn(J) -> O + Send + Sync + 'static,
+    F: Fn(J, Instant) -> O + Send + Sync + 'static,
 {
+    let deadline = Instant::now() + Duration::from_millis(deadline_ms);
     let cancel = Arc::new(AtomicBool::new(false));
     let _stop_on_drop = CancelOnDrop(cancel.clone());
     let n = jobs.len();
@@ -99,7 +114,7 @@ where
                 if cancel.load(Ordering::Relaxed) {
                     break;
                 }
-                out.push(f(j));
+                out.push(f(j, deadline));
             }
             out
         }));

@@ -61,13 +61,17 @@ impl CliJudge {
         match &self.prm {
             None => items
                 .iter()
-                .map(|(_, steps)| Ok(judge_steps(steps, self.threshold, &self.budget)))
+                .map(|(problem, steps)| {
+                    Ok(judge_steps(problem, steps, self.threshold, &self.budget))
+                })
                 .collect(),
             Some(b) => score_blocking(b, items, CLI_TIMEOUT_MS)
                 .into_iter()
                 .zip(items)
-                .map(|(r, (_, steps))| {
-                    r.map(|scores| with_scores(&scores, steps, self.threshold, &self.budget))
+                .map(|(r, (problem, steps))| {
+                    r.map(|scores| {
+                        with_scores(&scores, problem, steps, self.threshold, &self.budget)
+                    })
                 })
                 .collect(),
         }

@@ -7,6 +7,7 @@ mod amx;
 pub mod attention;
 pub mod batcher;
 mod claims;
+mod conditions;
 mod cpu;
 mod kernels;
 pub mod model;
@@ -134,14 +135,15 @@ impl Judges {
 /// PRM scores plus the symbolic check of each step.
 pub fn with_scores(
     scores: &[f32],
+    problem: &str,
     steps: &[String],
     threshold: f64,
     budget: &Budget,
 ) -> Vec<StepVerdict> {
     scores
         .iter()
-        .zip(steps)
-        .map(|(&p, s)| StepVerdict::new(p as f64, threshold, symbolic::check_step(s, budget)))
+        .zip(symbolic::check_solution(problem, steps, budget))
+        .map(|(&p, sym)| StepVerdict::new(p as f64, threshold, sym))
         .collect()
 }
 
@@ -187,11 +189,15 @@ pub fn score_blocking(
 }
 
 /// Judge steps with the symbolic judge: refuted 0, verified 1, unknown 0.5 (no evidence).
-pub fn judge_steps(steps: &[String], threshold: f64, budget: &Budget) -> Vec<StepVerdict> {
-    steps
-        .iter()
-        .map(|s| {
-            let symbolic = symbolic::check_step(s, budget);
+pub fn judge_steps(
+    problem: &str,
+    steps: &[String],
+    threshold: f64,
+    budget: &Budget,
+) -> Vec<StepVerdict> {
+    symbolic::check_solution(problem, steps, budget)
+        .into_iter()
+        .map(|symbolic| {
             let score = match symbolic.status {
                 Status::Verified => 1.0,
                 Status::Refuted => 0.0,

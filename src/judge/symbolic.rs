@@ -15,7 +15,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::claims::{Claim, plain_claims, tex_claims};
+use super::claims::{self, Claim, plain_claims, tex_claims};
+use super::conditions::{self, Condition, Explained};
 use super::{Status, SymbolicCheck};
 use crate::outcome::budget::{Budget, Meter};
 use crate::outcome::eval::{self, Val};
@@ -29,8 +30,90 @@ enum Decision {
     Unknown,
 }
 
-/// Check one step.
+/// Check every step of a solution. The problem and the steps before each one are its
+/// context: a symbol they constrain (`ab = 2`, `\omega^3 = 1`) is not a free variable, so an
+/// identity in it is never refuted.
+pub fn check_solution(problem: &str, steps: &[String], budget: &Budget) -> Vec<SymbolicCheck> {
+    let mut conds = Vec::new();
+    let note = |text: &str, conds: &mut Vec<Condition>, budget: &Budget| {
+        if text.len() <= budget.max_solution_len {
+            let (pieces, _) = locate(text);
+            conditions::collect(&pieces, conds, &mut Meter::new(*budget));
+        }
+    };
+    // The time budget covers the whole solution, not each step: a solution of many steps
+    // must not take many budgets.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(budget.time_ms);
+    note(problem, &mut conds, budget);
+    let mut out = Vec::with_capacity(steps.len());
+    for s in steps {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            out.push(SymbolicCheck {
+                status: Status::Unknown,
+                detail: format!(
+                    "not checked: the time budget ({} ms) is spent",
+                    budget.time_ms
+                ),
+            });
+            continue;
+        }
+        let step_budget = Budget {
+            time_ms: (left.as_millis() as u64).max(1),
+            ..*budget
+        };
+        note(s, &mut conds, &step_budget);
+        out.push(check_step_in(s, &conds, &step_budget));
+    }
+    out
+}
+
+/// Check one step on its own (no context: only the step's own relations constrain symbols).
 pub fn check_step(step: &str, budget: &Budget) -> SymbolicCheck {
+    check_solution("", std::slice::from_ref(&step.to_string()), budget)
+        .pop()
+        .expect("one step in, one check out")
+}
+
+/// Words with which a step takes back something it wrote ("This is not correct.",
+/// "(False)"): its claims are then not assertions of the solution, whatever sentence they
+/// are in.
+fn retracts(step: &str) -> bool {
+    const CUES: &[&str] = &[
+        "not correct",
+        "incorrect",
+        "(false)",
+        "is false",
+        "not true",
+        "wrong",
+        "mistake",
+        "error",
+        "wait",
+        "contradiction",
+        "does not hold",
+        "doesn't hold",
+        "not equal",
+        "recalculat",
+        "recheck",
+        "re-check",
+        "oops",
+        "redo",
+        "miscalculat",
+    ];
+    let s = step.to_lowercase();
+    CUES.iter().any(|c| claims::has_cue(&s, c))
+}
+
+/// `2√5 / 3√5`: a number juxtaposed with a radical after a slash is the whole denominator,
+/// as its writer means it, not `(2√5 / 3)·√5`.
+static JUXTAPOSED_DENOMINATOR: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"/\s*(\d+(?:\.\d+)?\s*(?:√\s*\d+|√\s*\([^()]*\)|\\sqrt\s*\{[^{}]*\}|\\sqrt\s*\d|\\pi\b))",
+    )
+    .unwrap()
+});
+
+fn check_step_in(step: &str, conds: &[Condition], budget: &Budget) -> SymbolicCheck {
     let mut meter = Meter::new(*budget);
     if step.len() > budget.max_solution_len {
         return SymbolicCheck {
@@ -38,8 +121,10 @@ pub fn check_step(step: &str, budget: &Budget) -> SymbolicCheck {
             detail: "step over the length budget".into(),
         };
     }
+    let retracted = retracts(step);
     // `25% of 80 = 20`: "of" after a percent is a product.
     let step = PERCENT_OF.replace_all(step, "${p} * ");
+    let step = JUXTAPOSED_DENOMINATOR.replace_all(&step, "/(${1})");
     let (pieces, plain) = locate(&step);
     let mut claims = Vec::new();
     for p in &pieces {
@@ -48,23 +133,37 @@ pub fn check_step(step: &str, budget: &Budget) -> SymbolicCheck {
     for p in plain_chains(&plain) {
         claims.extend(plain_claims(&p));
     }
-    let mut held = 0;
-    for c in &claims {
+    let (mut held, mut doubted) = (0, 0);
+    for (k, c) in claims.iter().enumerate() {
         if meter.tick().is_err() {
-            break;
+            // A step is verified only when every claim holds: a partial check says nothing.
+            return SymbolicCheck {
+                status: Status::Unknown,
+                detail: format!(
+                    "stopped at the time budget ({} ms) after {k} of {} claims",
+                    budget.time_ms,
+                    claims.len()
+                ),
+            };
         }
-        match decide(c, &mut meter) {
+        match decide(c, conds, &mut meter) {
             Decision::Holds => held += 1,
-            Decision::Refuted(why) if !c.guarded => {
+            Decision::Refuted(why) if !c.guarded && !retracted => {
                 return SymbolicCheck {
                     status: Status::Refuted,
                     detail: why,
                 };
             }
-            _ => {}
+            Decision::Refuted(_) => doubted += 1,
+            Decision::Unknown => {}
         }
     }
-    if held > 0 {
+    if doubted > 0 {
+        SymbolicCheck {
+            status: Status::Unknown,
+            detail: "a claim is false, but the step doubts or takes it back".into(),
+        }
+    } else if held > 0 {
         let s = if held == 1 { "" } else { "s" };
         SymbolicCheck {
             status: Status::Verified,
@@ -176,7 +275,7 @@ fn stated_unit(e: &Expr) -> Option<f64> {
 /// `A = B` inside a chain, both with the same variables: an identity, tested exactly at
 /// rational points. Refuted only when both sides evaluate exactly and differ at two points
 /// while agreeing at none.
-fn decide_identity(c: &Claim, meter: &mut Meter) -> Decision {
+fn decide_identity(c: &Claim, conds: &[Condition], meter: &mut Meter) -> Decision {
     // `f(g^{-1}(x))`, `p(2)`: a function name applied, not a product.
     if FUNCTION_CALL.is_match(&c.lhs) || FUNCTION_CALL.is_match(&c.rhs) {
         return Decision::Unknown;
@@ -190,6 +289,7 @@ fn decide_identity(c: &Claim, meter: &mut Meter) -> Decision {
     if sa.is_empty() || sa != sb || sa.len() > 6 {
         return Decision::Unknown;
     }
+
     const PTS: [(i64, i64); 6] = [(2, 3), (-5, 7), (11, 5), (7, 2), (-13, 11), (17, 9)];
     let (mut same, mut differ) = (0, 0);
     for t in 0..PTS.len() {
@@ -214,6 +314,12 @@ fn decide_identity(c: &Claim, meter: &mut Meter) -> Decision {
         }
     }
     if differ >= 2 && same == 0 {
+        // Not an identity for free variables; it may still hold under a condition the
+        // problem or the working states (`\omega^3 = 1`, `ab = 2`).
+        match conditions::explains(&a, &b, &sa, conds, meter) {
+            Explained::No => {}
+            Explained::Yes | Explained::CannotTell => return Decision::Unknown,
+        }
         Decision::Refuted(format!(
             "`{} = {}` is not an identity: the sides differ at exact test points",
             c.lhs.trim(),
@@ -233,17 +339,24 @@ static FUNCTION_CALL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?:^|[^A-Za-z\\])[fghpqFGHPQT](?:\^\{?-1\}?)?\s*(?:\\left)?\(").unwrap()
 });
 
-fn decide(c: &Claim, meter: &mut Meter) -> Decision {
+fn decide(c: &Claim, conds: &[Condition], meter: &mut Meter) -> Decision {
     if c.op == RelOp::Ne || c.op == RelOp::In {
         return Decision::Unknown;
     }
     let (Some(a), Some(b)) = (closed(&c.lhs, meter), closed(&c.rhs, meter)) else {
         return if c.identity {
-            decide_identity(c, meter)
+            decide_identity(c, conds, meter)
         } else {
             Decision::Unknown
         };
     };
+    // `\arctan(-\sqrt3) = \frac{2\pi}{3}`: an inverse trigonometric value written as the angle
+    // in the quadrant the problem fixes differs from the principal value by design.
+    let multivalued = [&a, &b].iter().any(|e| {
+        let mut m = false;
+        e.walk(&mut |x| m |= matches!(x, Expr::Func(n, _) if n.starts_with("arc")));
+        m
+    });
     let (Ok(va), Ok(vb)) = (eval::eval(&a, &[], meter), eval::eval(&b, &[], meter)) else {
         return Decision::Unknown;
     };
@@ -278,14 +391,11 @@ fn decide(c: &Claim, meter: &mut Meter) -> Decision {
         .chain(stated_unit(&b))
         .fold(0.0f64, f64::max);
     let exact = matches!((&va, &vb), (Val::Q(..), Val::Q(..)));
-    let value = |v: f64| {
-        if v.fract() == 0.0 && v.abs() < 1e15 {
-            format!("{v:.0}")
-        } else {
-            format!("{v:.6}")
-        }
-    };
+    let value = |v: f64| significant(v, 8);
     let refute = || {
+        if multivalued {
+            return Decision::Unknown;
+        }
         Decision::Refuted(format!(
             "`{shown}` is false: the left side is {}, the right side {}",
             value(fa),
@@ -360,6 +470,28 @@ fn decide(c: &Claim, meter: &mut Meter) -> Decision {
             }
         }
         _ => Decision::Unknown,
+    }
+}
+
+/// `v` with `digits` significant digits, trailing zeros dropped: `0.00012345679`, `1.5e-12`,
+/// `333.33333`, `12` (never `0.000000` for a small value).
+fn significant(v: f64, digits: i32) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        return format!("{v:.0}");
+    }
+    let mag = v.abs().log10().floor() as i32;
+    if !(-5..15).contains(&mag) {
+        return format!("{v:.*e}", (digits - 1) as usize);
+    }
+    let places = (digits - 1 - mag).max(0) as usize;
+    let s = format!("{v:.places$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
     }
 }
 
