@@ -46,6 +46,23 @@ pub fn available() -> bool {
     *OK.get_or_init(detect)
 }
 
+/// For tests on AMX code: true (skip) on a CPU without AMX, saying so on stderr; with
+/// `STEPKTO_REQUIRE_AMX=1` a missing AMX fails the test instead, so a machine that must
+/// check these products cannot pass without running them.
+#[cfg(test)]
+pub(crate) fn skip_without_amx(what: &str) -> bool {
+    if available() {
+        return false;
+    }
+    if std::env::var("STEPKTO_REQUIRE_AMX").as_deref() == Ok("1") {
+        panic!("STEPKTO_REQUIRE_AMX=1 but this CPU has no AMX: {what} cannot run");
+    }
+    eprintln!(
+        "SKIPPED: no AMX on this machine, {what} checks nothing here (STEPKTO_REQUIRE_AMX=1 makes this a failure)"
+    );
+    true
+}
+
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn detect() -> bool {
     use std::arch::x86_64::__cpuid_count;
@@ -554,8 +571,7 @@ mod tests {
     /// the error stays at bf16x3's ~2^-16 relative to the sum of |terms|.
     #[test]
     fn amx_product_matches_f64() {
-        if !available() {
-            eprintln!("no AMX on this machine: amx_product_matches_f64 checks nothing here");
+        if skip_without_amx("amx_product_matches_f64") {
             return;
         }
         for (m, n, k) in [(45, 50, 70), (300, 96, 512), (1, 33, 31), (64, 32, 32)] {

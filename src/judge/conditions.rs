@@ -246,13 +246,12 @@ fn under_linear(
             let root = -f0 / slope;
             let mut env = env;
             env.push((u.clone(), Val::real(root)));
-            match (eval::eval(a, &env, meter), eval::eval(b, &env, meter)) {
-                (Ok(x), Ok(y)) => match eval::same(&x, &y, 1e-9) {
+            if let (Ok(x), Ok(y)) = (eval::eval(a, &env, meter), eval::eval(b, &env, meter)) {
+                match eval::same(&x, &y, 1e-9) {
                     Some(true) => same += 1,
                     Some(false) => differ += 1,
                     None => {}
-                },
-                _ => {}
+                }
             }
         }
         if linear {

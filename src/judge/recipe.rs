@@ -43,12 +43,13 @@ pub enum Prompt {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HeadKind {
-    /// softmax over the LM-head logits of the good and bad tokens, P = good. `joint`: the two
-    /// ids come from encoding `"{good} {bad}"` (Math-Shepherd's way), else each alone.
+    /// softmax over the LM-head logits of the good and bad tokens, P = good. Their ids are
+    /// those of each encoded alone: on SentencePiece tokenizers that equals Math-Shepherd's
+    /// `encode("+ -")[1:]`, and on byte-level BPE (Llama 3) the joint encoding would give
+    /// ` -`, a different token from the `-` these PRMs are trained to predict.
     TokenPair {
         good: &'static str,
         bad: &'static str,
-        joint: bool,
     },
     /// `score.0` Linear(h, h) -> ReLU -> `score.2` Linear(h, 2); P = softmax class 1.
     TwoClass,
@@ -102,7 +103,6 @@ pub static RECIPES: &[Recipe] = &[
         head: HeadKind::TokenPair {
             good: "+",
             bad: "-",
-            joint: true,
         },
         add_special_tokens: true,
         fallback_template: None,
@@ -115,7 +115,6 @@ pub static RECIPES: &[Recipe] = &[
         head: HeadKind::TokenPair {
             good: "+",
             bad: "-",
-            joint: false,
         },
         add_special_tokens: false,
         fallback_template: Some(LLAMA3),
@@ -360,6 +359,39 @@ fn non_special(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, JudgeError> {
         .collect())
 }
 
+/// The id of the token that carries `tag` where the recipe writes it (after a step, as in
+/// `"... ки\n"`), found by offsets in an encoded sample. A tokenizer may hold the tag only
+/// with its leading space (`" ки"` as one added token, while `"ки"` alone is several byte
+/// tokens), so encoding the tag alone would name the wrong token.
+fn tag_in_context(tok: &Tokenizer, after_step: &str, tag: &str) -> Result<u32, JudgeError> {
+    let at = after_step.find(tag).unwrap_or(0);
+    let mut ids = Vec::new();
+    // Two different step endings: the tag's token must not depend on what precedes it.
+    for lead in ["1 + 1 = 2.", "So x = 3"] {
+        let text = format!("{lead}{after_step}");
+        let enc = encode(tok, &text, false)?;
+        let byte = lead.len() + at;
+        let pos = enc
+            .get_offsets()
+            .iter()
+            .position(|&(s, e)| s <= byte && byte < e)
+            .ok_or_else(|| JudgeError::Load(format!("no token covers the step tag {tag:?}")))?;
+        let (s, e) = enc.get_offsets()[pos];
+        if s < lead.len() || e < byte + tag.len() {
+            return Err(JudgeError::Load(format!(
+                "the step tag {tag:?} is not one token of its own in {text:?} (token {pos} spans bytes {s}..{e})"
+            )));
+        }
+        ids.push(enc.get_ids()[pos]);
+    }
+    if ids[0] != ids[1] {
+        return Err(JudgeError::Load(format!(
+            "the step tag {tag:?} tokenizes differently after different steps ({ids:?})"
+        )));
+    }
+    Ok(ids[0])
+}
+
 impl Recipe {
     pub fn ids(&self, tok: &Tokenizer) -> Result<RecipeIds, JudgeError> {
         let last = |s: &str| -> Result<u32, JudgeError> {
@@ -374,22 +406,14 @@ impl Recipe {
                     .ok_or_else(|| JudgeError::Load(format!("tokenizer has no {marker} token")))?,
             ),
             Prompt::ChatTurns { reply } => Some(last(reply)?),
-            Prompt::Plain { tag, .. } => tag.map(last).transpose()?,
+            Prompt::Plain {
+                after_step, tag, ..
+            } => tag
+                .map(|t| tag_in_context(tok, after_step, t))
+                .transpose()?,
         };
         let pair = match self.head {
-            HeadKind::TokenPair { good, bad, joint } => Some(if joint {
-                let ids = non_special(tok, &format!("{good} {bad}"))?;
-                match ids[..] {
-                    [g, b] => (g, b),
-                    _ => {
-                        return Err(JudgeError::Load(format!(
-                            "{good:?} {bad:?} should encode to two tokens, got {ids:?}"
-                        )));
-                    }
-                }
-            } else {
-                (last(good)?, last(bad)?)
-            }),
+            HeadKind::TokenPair { good, bad } => Some((last(good)?, last(bad)?)),
             _ => None,
         };
         Ok(RecipeIds { anchor, pair })

@@ -9,18 +9,28 @@ name), so the test writes the identical model.safetensors itself.
 
 The scoring below follows each PRM family's published usage, not stepkto's code:
 - qwen-prm: Qwen2.5-Math-PRM model card (chat template, `<extra_0>` mask, softmax class 1);
-- math-shepherd: the Math-Shepherd card (`{q} {step} ки\n...`, softmax over `+`/`-` logits
-  at the `ки` token ids);
+- math-shepherd: the Math-Shepherd card (`{q} {step} ки\n...`, softmax over the `+`/`-`
+  logits at the step tag). The `+` and `-` ids are those of each encoded alone (on the
+  card's SentencePiece tokenizer this equals its `encode("+ -")[1:]`; on byte-level BPE the
+  joint encoding gives ` -`, a different token); the tag id is the token the tag is in the
+  text as scored, found by offsets, not by encoding the tag alone;
+- math-shepherd-bpe: the same recipe on a Llama-shaped checkpoint whose byte-level BPE
+  tokenizer has " ки" (leading space) as one added token, while "ки" alone is several byte
+  tokens, as on Llama-3-based Math-Shepherd PRMs;
 - rlhflow: RLHFlow's prm_evaluate.py, one forward pass PER STEP, reading position -3;
 - value-head: a TRL-style `v_head.summary` Linear(h, 1) on the base model, sigmoid, read at
   the last token of each step.
 
-Usage: python tests/prm/make_tiny_prms.py   (needs torch, transformers, tokenizers, numpy)
+Usage: python tests/prm/make_tiny_prms.py [--only NAME ...]
+(needs torch, transformers, tokenizers, numpy; `--only` rewrites just those fixtures and
+their entries in expected.json). Run it with the versions recorded in expected.json:
+scripts/make_tiny_prms.sh makes that venv and runs this.
 """
 
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -145,6 +155,12 @@ RECIPES = {
         specials=["<unk>", "<s>", "</s>"], bos="<s>", added=["ки"],
         template=None, tie=False, tok_cfg=dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>"),
     ),
+    "math-shepherd-bpe": dict(
+        arch="LlamaForCausalLM", model_type="llama",
+        specials=["<|begin_of_text|>", "<|end_of_text|>"], bos="<|begin_of_text|>", added=[" ки"],
+        template=None, tie=False,
+        tok_cfg=dict(bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>"),
+    ),
     "rlhflow": dict(
         arch="LlamaForCausalLM", model_type="llama",
         specials=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
@@ -196,9 +212,19 @@ def main():
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
+    only = sys.argv[sys.argv.index("--only") + 1:] if "--only" in sys.argv else list(RECIPES)
     expected = {"transformers": transformers.__version__, "torch": torch.__version__, "recipes": {}}
+    path = os.path.join(ROOT, "expected.json")
+    if os.path.exists(path) and only != list(RECIPES):
+        with open(path) as fh:
+            old = json.load(fh)
+        expected["recipes"] = old["recipes"]
+        assert (old["transformers"], old["torch"]) == (expected["transformers"], expected["torch"]), (
+            "regenerate every fixture, or use the versions in expected.json")
     its = items()
     for name, spec in RECIPES.items():
+        if name not in only:
+            continue
         d = os.path.join(ROOT, name)
         os.makedirs(d, exist_ok=True)
         tok = make_tokenizer(spec["specials"], spec.get("bos"), spec.get("added", ()),
@@ -253,17 +279,25 @@ def score(name, cfg, tok, it):
         h = model(ids).last_hidden_state
         p = head(h).softmax(-1)[0, :, 1]
         return p[ids[0] == sep].tolist()
-    if name == "math-shepherd":
+    if name.startswith("math-shepherd"):
         model = AutoModelForCausalLM.from_config(c).eval()
         fill(model)
-        cand = tok.encode("+ -")[1:]
-        assert len(cand) == 2, cand
-        tag = tok.encode("ки")[-1]
-        text = problem + " " + "".join(s + " ки\n" for s in steps)
-        ids = torch.tensor([tok.encode(text)])
+        cand = [tok.encode("+", add_special_tokens=False)[-1], tok.encode("-", add_special_tokens=False)[-1]]
+        text = problem + " "
+        tag_chars = []
+        for s in steps:
+            text += s
+            tag_chars.append(len(text) + 1)  # the "к" of " ки\n"
+            text += " ки\n"
+        enc = tok(text, return_offsets_mapping=True)
+        # the token the tag is part of, in context (offsets are character offsets)
+        pos = [next(i for i, (a, b) in enumerate(enc["offset_mapping"]) if a <= ch < b) for ch in tag_chars]
+        tag_ids = {enc["input_ids"][p] for p in pos}
+        assert len(tag_ids) == 1, tag_ids
+        ids = torch.tensor([enc["input_ids"]])
         logits = model(ids).logits[0][:, cand]
         p = logits.softmax(-1)[:, 0]
-        return p[ids[0] == tag].tolist()
+        return p[pos].tolist()
     if name == "rlhflow":
         model = AutoModelForCausalLM.from_config(c).eval()
         fill(model)
