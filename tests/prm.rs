@@ -266,3 +266,44 @@ fn name_equals_dir_is_parsed() {
     assert_eq!(s.dir, PathBuf::from("/models/x"));
     assert_eq!(ModelSpec::parse("/models/x").name, None);
 }
+
+/// Issue 9, class 9: the cache fingerprint covers every byte of the weights. Two checkpoints
+/// that differ in one byte that 16 evenly spaced 64 KiB samples (the old fingerprint) never
+/// read get different fingerprints; an identical copy gets the same one.
+#[test]
+fn class_9_fingerprint_covers_every_weight_byte() {
+    let patch = serde_json::json!({"intermediate_size": 4096});
+    let load_fp = |dir: &PathBuf| {
+        let spec = ModelSpec {
+            name: Some("fp".into()),
+            dir: dir.clone(),
+            recipe: None,
+            max_context: None,
+            cpu_matmul: CpuMatmul::F32,
+        };
+        Prm::load(&spec, &Device::Cpu).unwrap().fingerprint
+    };
+    let a = tiny::temp_dir("fp-a");
+    tiny::write_checkpoint_with("qwen-prm", &a, false, &patch);
+    let b = tiny::temp_dir("fp-b");
+    tiny::write_checkpoint_with("qwen-prm", &b, false, &patch);
+    assert_eq!(load_fp(&a), load_fp(&b), "identical checkpoints");
+    let w = b.join("model.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let len = bytes.len() as u64;
+    assert!(
+        len > 2 << 20,
+        "the checkpoint must be larger than 16 x 64 KiB"
+    );
+    // Just past the 8th of the old samples (each 64 KiB, at (len - 64 KiB) * k / 15).
+    let at = ((len - 65_536) * 7 / 15 + 65_536 + 4_096) as usize;
+    assert!(
+        at < ((len - 65_536) * 8 / 15) as usize,
+        "the byte lies between two samples"
+    );
+    bytes[at] ^= 0x01;
+    std::fs::write(&w, bytes).unwrap();
+    assert_ne!(load_fp(&a), load_fp(&b), "one changed weight byte");
+    let _ = std::fs::remove_dir_all(a);
+    let _ = std::fs::remove_dir_all(b);
+}

@@ -23,7 +23,7 @@ use crate::judge::{StepVerdict, SymbolicCheck, first_wrong, judge_steps, symboli
 use crate::steps::split_solution;
 
 /// Bumped whenever a change can alter a symbolic verdict; part of the cache key.
-pub const SYMBOLIC_ENGINE: &str = "symbolic-3";
+pub const SYMBOLIC_ENGINE: &str = "symbolic-4";
 /// Most steps one item may have.
 pub const MAX_STEPS: usize = 512;
 
