@@ -346,3 +346,92 @@ fn cli_judges_and_evaluates_with_a_checkpoint() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A panic payload whose destructor panics again: the second panic escapes any
+/// `catch_unwind` that drops the payload, as a real fault past the guard would.
+struct EscapingPanic;
+
+impl Drop for EscapingPanic {
+    fn drop(&mut self) {
+        panic!("a fault that escapes the batch guard");
+    }
+}
+
+/// Issue 9, class 8: a panic in a forward pass fails only that batch's items (500) and the
+/// model keeps serving; if the inference thread ends anyway, `/health` says which model
+/// cannot serve (503), requests to it fail at once instead of hanging, and no queue slot
+/// leaks.
+#[tokio::test]
+async fn class_8_a_panicking_forward_pass_fails_its_batch_not_the_model() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tiny::checkpoint("qwen-prm");
+    let spec = ModelSpec {
+        name: Some("tiny".into()),
+        dir: dir.clone(),
+        recipe: None,
+        max_context: None,
+        cpu_matmul: Default::default(),
+    };
+    let prm = Arc::new(Prm::load(&spec, &Device::Cpu).unwrap());
+    let pool = DevicePool::new("cpu").unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let scorer: stepkto::judge::batcher::Scorer =
+        Box::new(move |p, items| match c.fetch_add(1, Ordering::SeqCst) {
+            0 => panic!("an injected kernel fault"),
+            2 => std::panic::panic_any(EscapingPanic),
+            _ => p.score(items),
+        });
+    let b = Arc::new(Batcher::spawn_with(prm, pool.lease("test"), CFG, scorer).unwrap());
+    let mut judges = Judges::default();
+    judges.prms.push(b.clone());
+    let app = spawn_app_with(None, Limits::default(), (judges, pool)).await;
+    let body =
+        json!({"model": "tiny", "items": [{"problem": "What is 1+1?", "steps": ["1+1 = 2."]}]});
+    // 1. The panicking batch: its item fails, with a 500 and a JSON body.
+    let r = post(app.addr, "/v1/judge", body.clone()).await;
+    assert_eq!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error_type"], "internal");
+    assert_eq!(b.stats.panics.load(Ordering::Relaxed), 1);
+    // 2. The model still serves, and says it is healthy.
+    let r = post(app.addr, "/v1/judge", body.clone()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["items"][0]["steps"].as_array().unwrap().len(), 1);
+    assert_eq!(get(app.addr, "/health").await.status, 200);
+    // 3. A fault that ends the thread: that request fails, /health names the model.
+    let r = post(
+        app.addr,
+        "/v1/judge",
+        json!({"model": "tiny", "items": [{"problem": "What is 2+2?", "steps": ["2+2 = 4."]}]}),
+    )
+    .await;
+    assert_eq!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
+    let t = Instant::now();
+    while b.alive() && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!b.alive());
+    let h = get(app.addr, "/health").await;
+    assert_eq!(h.status, 503);
+    assert!(
+        h.json()["error"].as_str().unwrap().contains("tiny"),
+        "{:?}",
+        h.json()
+    );
+    // 4. Requests to the dead model fail at once, and take no queue slot.
+    let r = post(
+        app.addr,
+        "/v1/judge",
+        json!({"model": "tiny", "items": [{"problem": "What is 3+3?", "steps": ["3+3 = 6."]}]}),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("stopped"),
+        "{:?}",
+        r.json()
+    );
+    assert_eq!(b.queue_depth(), 0, "queue slots leaked");
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -100,6 +100,7 @@ impl From<crate::judge::JudgeError> for ApiError {
             J::Overloaded(m) => ApiError::Overloaded(m),
             J::Timeout(ms) => ApiError::Timeout(ms),
             J::Load(m) | J::Backend(m) => ApiError::Internal(m),
+            J::Unavailable(m) => ApiError::NotReady(m),
         }
     }
 }

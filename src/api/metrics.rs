@@ -146,7 +146,7 @@ pub fn render_judges(judges: &Judges) -> String {
         a.load(Ordering::Relaxed)
     }
     type Read = fn(&Batcher) -> u64;
-    let series: [(&str, &str, Read); 10] = [
+    let series: [(&str, &str, Read); 12] = [
         ("stepkto_prm_batches_total", "Forward passes run.", |b| {
             c(&b.stats.batches)
         }),
@@ -191,9 +191,19 @@ pub fn render_judges(judges: &Judges) -> String {
             |b| c(&b.stats.busy_us),
         ),
         (
+            "stepkto_prm_panics_total",
+            "Forward passes that panicked (their items got a 500; the model kept serving).",
+            |b| c(&b.stats.panics),
+        ),
+        (
             "stepkto_prm_queue_items",
             "Items waiting for a forward pass.",
             |b| b.queue_depth() as u64,
+        ),
+        (
+            "stepkto_prm_up",
+            "1 while the model's inference thread runs, 0 when it cannot serve.",
+            |b| u64::from(b.alive()),
         ),
     ];
     for (name, help, read) in series {

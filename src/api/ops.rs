@@ -20,9 +20,22 @@ pub struct Health {
 
 #[utoipa::path(get, path = "/health", responses(
     (status = 200, description = "Store and engines ready", body = Health),
-    (status = 503, description = "Not ready (database down or migrating)", body = ErrorBody),
+    (status = 503, description = "Not ready (database down or migrating, or a model that cannot serve)", body = ErrorBody),
 ), tag = "ops")]
 pub async fn health(State(st): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
+    let dead: Vec<&str> = st
+        .judges
+        .prms
+        .iter()
+        .filter(|b| !b.alive())
+        .map(|b| b.prm.id.as_str())
+        .collect();
+    if !dead.is_empty() {
+        return Err(ApiError::NotReady(format!(
+            "model(s) {} cannot serve: the inference thread stopped",
+            dead.join(", ")
+        )));
+    }
     match &st.store {
         None => Ok(Json(Health {
             status: "ok".into(),

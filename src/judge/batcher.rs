@@ -7,9 +7,14 @@
 //!
 //! Backpressure: at most `max_queue` items wait; a submit that does not fit is refused
 //! whole (the API answers 429), so memory never grows with load.
+//!
+//! Faults: a panic inside a forward pass fails that batch's items (500) and the thread goes
+//! on serving; if the thread ends anyway, [`Batcher::alive`] turns false (`/health` reports
+//! the model) and submits fail at once, with their queue slots given back.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -43,6 +48,20 @@ pub struct BatchStats {
     pub rejected_full: AtomicU64,
     /// Seconds spent in forward passes, in microseconds.
     pub busy_us: AtomicU64,
+    /// Forward passes that panicked (their items got a backend error).
+    pub panics: AtomicU64,
+}
+
+/// How a batch is scored: the model's forward pass, or a stand-in in tests of the queue.
+pub type Scorer = Box<dyn Fn(&Prm, &[&Tokenized]) -> Result<Vec<Vec<f32>>, JudgeError> + Send>;
+
+/// Marks the batcher dead when the inference thread ends, however it ends (unwinding too).
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 pub type Reply = Result<Vec<f32>, JudgeError>;
@@ -60,22 +79,35 @@ pub struct Batcher {
     pub stats: Arc<BatchStats>,
     pub device: String,
     queued: Arc<AtomicUsize>,
+    alive: Arc<AtomicBool>,
     tx: mpsc::Sender<Job>,
 }
 
 impl Batcher {
     /// Start the inference thread; it runs until the batcher is dropped.
     pub fn spawn(prm: Arc<Prm>, lease: Lease, config: BatchConfig) -> std::io::Result<Batcher> {
+        Self::spawn_with(prm, lease, config, Box::new(|p, items| p.score(items)))
+    }
+
+    /// As [`Batcher::spawn`], scoring with `scorer` (tests inject faults through it).
+    pub fn spawn_with(
+        prm: Arc<Prm>,
+        lease: Lease,
+        config: BatchConfig,
+        scorer: Scorer,
+    ) -> std::io::Result<Batcher> {
         let (tx, rx) = mpsc::channel::<Job>();
         let stats = Arc::new(BatchStats::default());
         let queued = Arc::new(AtomicUsize::new(0));
+        let alive = Arc::new(AtomicBool::new(true));
         let device = lease.name().to_string();
-        let (p, s, q) = (prm.clone(), stats.clone(), queued.clone());
+        let (p, s, q, a) = (prm.clone(), stats.clone(), queued.clone(), alive.clone());
         std::thread::Builder::new()
             .name(format!("prm-{}", prm.id))
             .spawn(move || {
+                let _alive = AliveGuard(a);
                 let _lease = lease;
-                run(&p, &rx, &s, &q, config)
+                run(&p, &rx, &s, &q, config, &scorer)
             })?;
         Ok(Batcher {
             prm,
@@ -83,12 +115,18 @@ impl Batcher {
             stats,
             device,
             queued,
+            alive,
             tx,
         })
     }
 
     pub fn queue_depth(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Whether the inference thread is running (false: this model cannot serve).
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
     }
 
     /// Queue every item or none; each receiver gets that item's step scores.
@@ -101,6 +139,15 @@ impl Batcher {
         // Items with nothing to read are answered at once and take no queue slot.
         let n = items.iter().filter(|t| !t.reads.is_empty()).count();
         let max = self.config.max_queue;
+        let stopped = || {
+            JudgeError::Unavailable(format!(
+                "model {} cannot serve: its inference thread has stopped",
+                self.prm.id
+            ))
+        };
+        if !self.alive() && n > 0 {
+            return Err(stopped());
+        }
         self.queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
                 (q + n <= max).then_some(q + n)
@@ -127,14 +174,23 @@ impl Batcher {
                 reply,
             };
             if self.tx.send(job).is_err() {
-                return Err(JudgeError::Backend(format!(
-                    "model {} has stopped",
-                    self.prm.id
-                )));
+                // The thread is gone: nothing sent here will be answered, so every slot this
+                // call reserved goes back.
+                self.queued.fetch_sub(n, Ordering::AcqRel);
+                return Err(stopped());
             }
             out.push(rx);
         }
         Ok(out)
+    }
+}
+
+/// Queue slots held by a batch in flight; given back on drop.
+struct Slots<'a>(&'a AtomicUsize, usize);
+
+impl Drop for Slots<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
     }
 }
 
@@ -157,6 +213,7 @@ fn run(
     stats: &BatchStats,
     queued: &AtomicUsize,
     cfg: BatchConfig,
+    scorer: &Scorer,
 ) {
     let packed = prm.packed();
     while let Ok(first) = rx.recv() {
@@ -192,9 +249,23 @@ fn run(
                 let _ = j.reply.send(Err(JudgeError::Timeout(j.timeout_ms)));
             }
             if !live.is_empty() {
+                // Given back however this batch ends, unwinding included.
+                let slots = Slots(queued, live.len());
                 let items: Vec<&Tokenized> = live.iter().map(|j| &j.item).collect();
                 let t0 = Instant::now();
-                let result = prm.score(&items);
+                // A panic in the forward pass (a kernel bug, an unforeseen shape) fails this
+                // batch, not the model: the thread, its device lease and its queue live on.
+                let result = catch_unwind(AssertUnwindSafe(|| scorer(prm, &items))).unwrap_or_else(
+                    |panic| {
+                        stats.panics.fetch_add(1, Ordering::Relaxed);
+                        let why = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown cause".into());
+                        Err(JudgeError::Backend(format!("inference panicked: {why}")))
+                    },
+                );
                 stats
                     .busy_us
                     .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -208,7 +279,8 @@ fn run(
                 stats
                     .largest_batch
                     .fetch_max(live.len() as u64, Ordering::Relaxed);
-                queued.fetch_sub(live.len(), Ordering::AcqRel);
+                drop(items);
+                drop(slots);
                 match result {
                     Ok(scores) => {
                         for (j, s) in live.into_iter().zip(scores) {

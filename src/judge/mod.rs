@@ -36,6 +36,9 @@ pub enum JudgeError {
     /// The inference backend failed.
     #[error("{0}")]
     Backend(String),
+    /// The model cannot serve (its inference thread has stopped).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 use std::sync::Arc;
