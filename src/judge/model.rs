@@ -151,40 +151,40 @@ impl ModelConfig {
         }
     }
 
-    /// Inverse rotary frequencies, in f32 as Hugging Face computes them.
+    /// Inverse rotary frequencies, computed in f32 operation by operation as transformers
+    /// computes them (`1.0 / base ** (arange(0, d, 2).float() / d)`, the llama3 blend on f32
+    /// tensors). Rounding matters here: an ulp of difference in a frequency is an angle error
+    /// of position × 6e-8 rad, 1.7e-4 rad at position 2,800, which a deep model amplifies
+    /// into score differences ten times transformers' own sdpa-vs-eager spread.
     pub(super) fn inv_freq(&self) -> Result<Vec<f32>, JudgeError> {
         let d = self.head_dim();
+        let theta = self.rope_theta as f32;
         let base: Vec<f32> = (0..d / 2)
-            .map(|i| (1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64)) as f32)
+            .map(|i| 1.0f32 / theta.powf((2 * i) as f32 / d as f32))
             .collect();
         let Some(s) = &self.rope_scaling else {
             return Ok(base);
         };
-        let factor = s.factor.unwrap_or(1.0);
+        let factor = s.factor.unwrap_or(1.0) as f32;
         match s.rope_type.as_str() {
             "default" => Ok(base),
-            "linear" => Ok(base.iter().map(|f| (*f as f64 / factor) as f32).collect()),
+            "linear" => Ok(base.iter().map(|f| f / factor).collect()),
             "llama3" => {
-                let old = s.original_max_position_embeddings.unwrap_or(8192) as f64;
+                let old = s.original_max_position_embeddings.unwrap_or(8192) as f32;
                 let (lo, hi) = (
-                    s.low_freq_factor.unwrap_or(1.0),
-                    s.high_freq_factor.unwrap_or(4.0),
+                    s.low_freq_factor.unwrap_or(1.0) as f32,
+                    s.high_freq_factor.unwrap_or(4.0) as f32,
                 );
                 let (lo_wave, hi_wave) = (old / lo, old / hi);
                 Ok(base
                     .iter()
                     .map(|&f| {
-                        let f = f as f64;
-                        let wave = 2.0 * std::f64::consts::PI / f;
-                        let v = if wave < hi_wave {
-                            f
-                        } else if wave > lo_wave {
-                            f / factor
-                        } else {
-                            let smooth = (old / wave - lo) / (hi - lo);
-                            (1.0 - smooth) * f / factor + smooth * f
-                        };
-                        v as f32
+                        let wave = 2.0 * std::f32::consts::PI / f;
+                        let scaled = if wave > lo_wave { f / factor } else { f };
+                        let smooth = (old / wave - lo) / (hi - lo);
+                        let blended = (1.0 - smooth) * scaled / factor + smooth * scaled;
+                        let medium = !(wave < hi_wave) && !(wave > lo_wave);
+                        if medium { blended } else { scaled }
                     })
                     .collect())
             }
@@ -554,8 +554,8 @@ pub(super) fn rotary_tables(inv_freq: &[f32], len: usize) -> (Vec<f32>, Vec<f32>
         .flat_map(|p| inv_freq.iter().map(move |f| p as f32 * f))
         .collect();
     (
-        ang.iter().map(|a| a.cos()).collect(),
-        ang.iter().map(|a| a.sin()).collect(),
+        ang.iter().map(|a| (*a as f64).cos() as f32).collect(),
+        ang.iter().map(|a| (*a as f64).sin() as f32).collect(),
     )
 }
 
@@ -591,6 +591,45 @@ mod tests {
         let c = ModelConfig::read(&dir).unwrap();
         let _ = std::fs::remove_dir_all(dir);
         c
+    }
+
+    /// Issue 9, class 6: the rotary frequencies are bit-identical to transformers' f32 values
+    /// (an ulp off is an angle error of 1.7e-4 rad at position 2,800). Reference bits from
+    /// transformers 5.23 / torch 2.15: `1.0 / (base ** (torch.arange(0, d, 2).float() / d))`
+    /// and `ROPE_INIT_FUNCTIONS["llama3"]`.
+    #[test]
+    fn class_6_rotary_frequencies_match_transformers_bit_for_bit() {
+        let c = config(
+            serde_json::json!({"hidden_size": 512, "num_attention_heads": 8, "rope_theta": 10000.0}),
+        );
+        let want: [u32; 32] = [
+            1065353216, 1061157137, 1058010522, 1054337179, 1050798235, 1047712803, 1043732615,
+            1040747895, 1036831949, 1033475085, 1030116802, 1026341397, 1023510243, 1019364175,
+            1016180025, 1012562930, 1008981770, 1005959600, 1001931932, 998911607, 995049016,
+            991652109, 988353832, 984533390, 981668463, 977573004, 974350870, 970790693, 967166816,
+            964208661, 960132947, 957076594,
+        ];
+        let got: Vec<u32> = c.inv_freq().unwrap().iter().map(|f| f.to_bits()).collect();
+        assert_eq!(got, want);
+        let c = config(
+            serde_json::json!({"hidden_size": 1024, "num_attention_heads": 8,
+            "rope_theta": 500000.0, "max_position_embeddings": 131072, "rope_scaling": {"rope_type": "llama3",
+            "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192}}),
+        );
+        let want: [u32; 64] = [
+            1065353216, 1062243009, 1059709382, 1057645444, 1054963644, 1052224381, 1049992931,
+            1047774305, 1044812720, 1042400160, 1040434848, 1037480348, 1034871981, 1032747160,
+            1030233703, 1027413636, 1025116360, 1023079743, 1020030793, 1017547065, 1015523779,
+            1012729580, 1010044269, 1007856767, 1005516623, 1002613366, 1000248322, 998321717,
+            995260192, 990772486, 984863005, 979408798, 973706706, 967045384, 960179666, 952658054,
+            950223245, 948239807, 945335425, 942703001, 940558584, 938099311, 935253236, 932934773,
+            930956739, 927879669, 925373035, 923331087, 920588484, 917878407, 915670731, 913386368,
+            910456336, 908069481, 906125108, 903112712, 900532135, 898429952, 895853901, 893063879,
+            890791079, 888686786, 885670320, 883213055,
+        ];
+        let got: Vec<u32> = c.inv_freq().unwrap().iter().map(|f| f.to_bits()).collect();
+        assert_eq!(got, want);
     }
 
     /// transformers 5 nests theta and scaling under `rope_parameters`; both spellings agree.
