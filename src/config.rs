@@ -261,7 +261,8 @@ pub struct BudgetArgs {
     /// Largest exact integer any intermediate result may reach, in bits.
     #[arg(long, env = "STEPKTO_MAX_BITS")]
     pub max_bits: Option<u64>,
-    /// Wall time per check, in milliseconds.
+    /// Wall time per check, in milliseconds (per answer pair; for the symbolic judge, per
+    /// whole solution). Always cut to what is left of the request deadline.
     #[arg(long, env = "STEPKTO_CHECK_TIME_MS")]
     pub check_time_ms: Option<u64>,
 }
