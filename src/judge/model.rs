@@ -183,7 +183,9 @@ impl ModelConfig {
                         let scaled = if wave > lo_wave { f / factor } else { f };
                         let smooth = (old / wave - lo) / (hi - lo);
                         let blended = (1.0 - smooth) * scaled / factor + smooth * scaled;
-                        let medium = !(wave < hi_wave) && !(wave > lo_wave);
+                        // transformers' `~(wavelen < high) * ~(wavelen > low)`; wave is
+                        // never NaN (f > 0), so the plain comparisons say the same.
+                        let medium = wave >= hi_wave && wave <= lo_wave;
                         if medium { blended } else { scaled }
                     })
                     .collect())
