@@ -307,3 +307,64 @@ fn class_9_fingerprint_covers_every_weight_byte() {
     let _ = std::fs::remove_dir_all(a);
     let _ = std::fs::remove_dir_all(b);
 }
+
+/// Issue 9, class 6: f32 scores on a wider, deeper, weight-sensitive model (hidden 256, 6
+/// layers, projections x3) and items of 1,247 to 2,028 tokens, against transformers run in
+/// float64. Measured: stepkto f32 1.06e-5, transformers' own f32 paths 4.2e-6 (sdpa) and
+/// 4.8e-6 (eager); before the rotary frequencies were computed as transformers computes
+/// them, stepkto was at 2.16e-5. The bound, 3x transformers' larger error, holds the fix and
+/// fails the old code; closing the rest of the gap (2.2x) is open work.
+#[test]
+fn class_6_f32_scores_on_long_items_are_as_accurate_as_transformers() {
+    let e = tiny::expected();
+    let long = &e["long"];
+    let dir = tiny::temp_dir("qwen-prm-long");
+    tiny::write_checkpoint("qwen-prm-long", &dir, false);
+    let spec = ModelSpec {
+        name: Some("long".into()),
+        dir: dir.clone(),
+        recipe: None,
+        max_context: None,
+        cpu_matmul: CpuMatmul::F32,
+    };
+    let prm = Prm::load(&spec, &Device::Cpu).unwrap();
+    let flat = |k: &str| -> Vec<f64> {
+        long[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+            .collect()
+    };
+    let (sdpa, eager, f64s) = (flat("sdpa"), flat("eager"), flat("f64"));
+    let mut ours = Vec::new();
+    for (problem, steps) in items(long) {
+        let t = prm.tokenize(&problem, &steps).unwrap();
+        assert!(t.ids.len() > 1_000, "{} tokens", t.ids.len());
+        ours.extend(
+            prm.score(&[&t])
+                .unwrap()
+                .remove(0)
+                .into_iter()
+                .map(f64::from),
+        );
+    }
+    assert_eq!(ours.len(), f64s.len());
+    let worst = |v: &[f64]| {
+        v.iter()
+            .zip(&f64s)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    };
+    let (us, theirs) = (worst(&ours), worst(&sdpa).max(worst(&eager)));
+    eprintln!(
+        "max |x - float64|: stepkto f32 {us:.2e}, transformers sdpa {:.2e}, eager {:.2e}",
+        worst(&sdpa),
+        worst(&eager)
+    );
+    assert!(
+        us <= 3.0 * theirs,
+        "stepkto {us:.2e} vs transformers {theirs:.2e}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

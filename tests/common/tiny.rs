@@ -96,7 +96,7 @@ pub fn tensors(recipe: &str, config: &serde_json::Value) -> Vec<(String, Vec<usi
     }
     t.push(("model.norm.weight".into(), vec![h]));
     match recipe {
-        "qwen-prm" => {
+        r if r.starts_with("qwen-prm") => {
             t.push(("score.0.weight".into(), vec![h, h]));
             t.push(("score.0.bias".into(), vec![h]));
             t.push(("score.2.weight".into(), vec![2, h]));
@@ -133,10 +133,17 @@ pub fn write_checkpoint_with(recipe: &str, dest: &Path, sharded: bool, patch: &s
         config[k] = v.clone();
     }
     std::fs::write(dest.join("config.json"), config.to_string()).unwrap();
+    // `stepkto_test_init_scale` (ignored by transformers) multiplies the projection
+    // weights, as the Python generator does: a sensitive model for numerics tests.
+    let scale = config["stepkto_test_init_scale"].as_f64().unwrap_or(1.0) as f32;
     let all: BTreeMap<String, Tensor> = tensors(recipe, &config)
         .into_iter()
         .map(|(n, s)| {
-            let t = Tensor::from_vec(values(&n, &s), s.as_slice(), &Device::Cpu).unwrap();
+            let mut v = values(&n, &s);
+            if n.contains("proj.weight") {
+                v.iter_mut().for_each(|x| *x *= scale);
+            }
+            let t = Tensor::from_vec(v, s.as_slice(), &Device::Cpu).unwrap();
             (n, t)
         })
         .collect();

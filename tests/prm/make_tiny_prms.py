@@ -69,14 +69,18 @@ def tensor_values(name: str, shape) -> np.ndarray:
     return v.astype(np.float32).reshape(shape)
 
 
-def fill(module: torch.nn.Module, prefix: str = ""):
-    """Set every tensor from its name. A tied lm_head is the embedding (not written)."""
+def fill(module: torch.nn.Module, prefix: str = "", scale: float = 1.0):
+    """Set every tensor from its name. A tied lm_head is the embedding (not written).
+    `scale` multiplies the projection weights (config key `stepkto_test_init_scale`)."""
     sd = {}
     tied = getattr(getattr(module, "config", None), "tie_word_embeddings", False)
     for name, p in module.state_dict().items():
         if tied and name == "lm_head.weight":
             continue
-        sd[name] = torch.from_numpy(tensor_values(prefix + name, tuple(p.shape)))
+        t = torch.from_numpy(tensor_values(prefix + name, tuple(p.shape)))
+        if "proj.weight" in name:
+            t = t * scale
+        sd[name] = t
     missing, unexpected = module.load_state_dict(sd, strict=False)
     assert set(missing) <= {"lm_head.weight"} and not unexpected, (missing, unexpected)
     if tied and hasattr(module, "lm_head"):
@@ -150,6 +154,15 @@ RECIPES = {
         specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"], bos=None,
         template=QWEN_TEMPLATE, tie=False, tok_cfg=dict(eos_token="<|im_end|>", pad_token="<|endoftext|>"),
     ),
+    # qwen-prm on a wider, deeper and more sensitive model (projection weights x3), scored on
+    # long items (about 1,000 to 2,600 tokens) with sdpa, eager and float64: the numerics test.
+    "qwen-prm-long": dict(
+        arch="Qwen2ForProcessRewardModel", model_type="qwen2",
+        specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"], bos=None,
+        template=QWEN_TEMPLATE, tie=False, tok_cfg=dict(eos_token="<|im_end|>", pad_token="<|endoftext|>"),
+        config=dict(hidden_size=256, intermediate_size=704, num_hidden_layers=6, num_attention_heads=8,
+                    num_key_value_heads=4, stepkto_test_init_scale=3.0),
+    ),
     "math-shepherd": dict(
         arch="MistralForCausalLM", model_type="mistral",
         specials=["<unk>", "<s>", "</s>"], bos="<s>", added=["ки"],
@@ -193,7 +206,17 @@ def config_for(name, spec, vocab):
         cfg["head_dim"] = 8
     if spec["model_type"] == "qwen2":
         cfg["use_sliding_window"] = False
+    cfg.update(spec.get("config", {}))
     return cfg
+
+
+def long_items():
+    """Items of 2,600 to 6,000 characters (over 1,000 tokens each) from the committed sample."""
+    with open(os.path.join("tests", "data", "processbench_sample.jsonl")) as fh:
+        rows = [json.loads(l) for l in fh]
+    size = lambda r: len(r["problem"]) + sum(len(s) for s in r["steps"])
+    picked = [r for r in rows if 2600 <= size(r) <= 6000][:4]
+    return [dict(id=r["id"], problem=r["problem"], steps=r["steps"]) for r in picked]
 
 
 def items():
@@ -219,6 +242,8 @@ def main():
         with open(path) as fh:
             old = json.load(fh)
         expected["recipes"] = old["recipes"]
+        if "long" in old:
+            expected["long"] = old["long"]
         assert (old["transformers"], old["torch"]) == (expected["transformers"], expected["torch"]), (
             "regenerate every fixture, or use the versions in expected.json")
     its = items()
@@ -244,6 +269,12 @@ def main():
         for it in its:
             text = it["problem"] + " " + " ".join(it["steps"])
             assert hf.encode(text, add_special_tokens=False) == raw.encode(text, add_special_tokens=False).ids, name
+        if name == "qwen-prm-long":
+            longs = long_items()
+            refs = {impl: [score(name, cfg, hf, it, impl) for it in longs] for impl in ("sdpa", "eager", "f64")}
+            expected["long"] = dict(items=longs, **refs)
+            print(name, "tokens", [len(hf.encode(it["problem"] + " ".join(it["steps"]))) for it in longs])
+            continue
         scores = [score(name, cfg, hf, it) for it in its]
         expected["recipes"][name] = scores
         print(name, "vocab", tok.get_vocab_size(), "first", scores[0][:3])
@@ -251,23 +282,26 @@ def main():
         json.dump(dict(items=its, **expected), fh, indent=1)
 
 
-def base_model(cfg):
+def base_model(cfg, impl="eager"):
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     c = AutoConfig.for_model(**{k: v for k, v in cfg.items() if k != "architectures"})
-    c._attn_implementation = "eager"
+    c._attn_implementation = "eager" if impl == "f64" else impl
     return c, AutoModel, AutoModelForCausalLM
 
 
 @torch.no_grad()
-def score(name, cfg, tok, it):
-    c, AutoModel, AutoModelForCausalLM = base_model(cfg)
+def score(name, cfg, tok, it, impl="eager"):
+    c, AutoModel, AutoModelForCausalLM = base_model(cfg, impl)
     problem, steps = it["problem"], it["steps"]
-    if name == "qwen-prm":
+    if name.startswith("qwen-prm"):
+        h = cfg["hidden_size"]
         model = AutoModel.from_config(c).eval()
-        fill(model, "model.")
-        head = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+        fill(model, "model.", cfg.get("stepkto_test_init_scale", 1.0))
+        head = torch.nn.Sequential(torch.nn.Linear(h, h), torch.nn.ReLU(), torch.nn.Linear(h, 2))
         fill(head, "score.")
+        if impl == "f64":
+            model, head = model.double(), head.double()
         msgs = [
             {"role": "system", "content": "Please reason step by step, and put your final answer within \\boxed{}."},
             {"role": "user", "content": problem},
