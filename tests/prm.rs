@@ -267,22 +267,25 @@ fn name_equals_dir_is_parsed() {
     assert_eq!(ModelSpec::parse("/models/x").name, None);
 }
 
+/// The checkpoint in `dir`, its recipe from its config, products in plain f32.
+fn load_f32(dir: &std::path::Path) -> Prm {
+    let spec = ModelSpec {
+        name: Some("t".into()),
+        dir: dir.to_path_buf(),
+        recipe: None,
+        max_context: None,
+        cpu_matmul: CpuMatmul::F32,
+    };
+    Prm::load(&spec, &Device::Cpu).unwrap()
+}
+
 /// Issue 9, class 9: the cache fingerprint covers every byte of the weights. Two checkpoints
 /// that differ in one byte that 16 evenly spaced 64 KiB samples (the old fingerprint) never
 /// read get different fingerprints; an identical copy gets the same one.
 #[test]
 fn class_9_fingerprint_covers_every_weight_byte() {
     let patch = serde_json::json!({"intermediate_size": 4096});
-    let load_fp = |dir: &PathBuf| {
-        let spec = ModelSpec {
-            name: Some("fp".into()),
-            dir: dir.clone(),
-            recipe: None,
-            max_context: None,
-            cpu_matmul: CpuMatmul::F32,
-        };
-        Prm::load(&spec, &Device::Cpu).unwrap().fingerprint
-    };
+    let load_fp = |dir: &PathBuf| load_f32(dir).fingerprint;
     let a = tiny::temp_dir("fp-a");
     tiny::write_checkpoint_with("qwen-prm", &a, false, &patch);
     let b = tiny::temp_dir("fp-b");
@@ -320,14 +323,7 @@ fn class_6_f32_scores_on_long_items_are_as_accurate_as_transformers() {
     let long = &e["long"];
     let dir = tiny::temp_dir("qwen-prm-long");
     tiny::write_checkpoint("qwen-prm-long", &dir, false);
-    let spec = ModelSpec {
-        name: Some("long".into()),
-        dir: dir.clone(),
-        recipe: None,
-        max_context: None,
-        cpu_matmul: CpuMatmul::F32,
-    };
-    let prm = Prm::load(&spec, &Device::Cpu).unwrap();
+    let prm = load_f32(&dir);
     let flat = |k: &str| -> Vec<f64> {
         long[k]
             .as_array()
