@@ -33,6 +33,18 @@ fn judges(
     (Judges::load(&[spec], &pool, cfg).unwrap(), pool)
 }
 
+/// The tiny checkpoint in `dir` as model `tiny`, loaded on the CPU.
+fn tiny_prm(dir: &std::path::Path) -> Arc<Prm> {
+    let spec = ModelSpec {
+        name: Some("tiny".into()),
+        dir: dir.to_path_buf(),
+        recipe: None,
+        max_context: None,
+        cpu_matmul: Default::default(),
+    };
+    Arc::new(Prm::load(&spec, &Device::Cpu).unwrap())
+}
+
 const CFG: BatchConfig = BatchConfig {
     max_batch_tokens: 16384,
     max_queue: 64,
@@ -256,14 +268,7 @@ async fn full_queue_deadline_and_context_limits() {
 #[test]
 fn items_whose_client_left_are_dropped_unscored() {
     let dir = tiny::checkpoint("qwen-prm");
-    let spec = ModelSpec {
-        name: Some("tiny".into()),
-        dir: dir.clone(),
-        recipe: None,
-        max_context: None,
-        cpu_matmul: Default::default(),
-    };
-    let prm = Arc::new(Prm::load(&spec, &Device::Cpu).unwrap());
+    let prm = tiny_prm(&dir);
     let pool = DevicePool::new("cpu").unwrap();
     let b = Batcher::spawn(prm.clone(), pool.lease("test"), CFG).unwrap();
     let long = prm
@@ -365,14 +370,7 @@ impl Drop for EscapingPanic {
 async fn class_8_a_panicking_forward_pass_fails_its_batch_not_the_model() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let dir = tiny::checkpoint("qwen-prm");
-    let spec = ModelSpec {
-        name: Some("tiny".into()),
-        dir: dir.clone(),
-        recipe: None,
-        max_context: None,
-        cpu_matmul: Default::default(),
-    };
-    let prm = Arc::new(Prm::load(&spec, &Device::Cpu).unwrap());
+    let prm = tiny_prm(&dir);
     let pool = DevicePool::new("cpu").unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
