@@ -311,18 +311,20 @@ fn class_9_fingerprint_covers_every_weight_byte() {
     let _ = std::fs::remove_dir_all(b);
 }
 
-/// Issue 9, class 6: f32 scores on a wider, deeper, weight-sensitive model (hidden 256, 6
-/// layers, projections x3) and items of 1,247 to 2,028 tokens, against transformers run in
-/// float64. Measured: stepkto f32 1.06e-5, transformers' own f32 paths 4.2e-6 (sdpa) and
-/// 4.8e-6 (eager); before the rotary frequencies were computed as transformers computes
-/// them, stepkto was at 2.16e-5. The bound, 3x transformers' larger error, holds the fix and
-/// fails the old code; closing the rest of the gap (2.2x) is open work.
-#[test]
-fn class_6_f32_scores_on_long_items_are_as_accurate_as_transformers() {
+/// Max and median absolute differences between two score lists.
+fn spread(a: &[f64], b: &[f64]) -> (f64, f64) {
+    let mut d: Vec<f64> = a.iter().zip(b).map(|(x, y)| (x - y).abs()).collect();
+    d.sort_by(f64::total_cmp);
+    (d[d.len() - 1], d[d.len() / 2])
+}
+
+/// stepkto's f32 scores on `expected[key]`'s items (fixture `recipe`) with transformers' sdpa,
+/// eager and float64 scores of the same items; every item must be over `min_tokens`.
+fn numerics(key: &str, recipe: &str, min_tokens: usize) -> [Vec<f64>; 4] {
     let e = tiny::expected();
-    let long = &e["long"];
-    let dir = tiny::temp_dir("qwen-prm-long");
-    tiny::write_checkpoint("qwen-prm-long", &dir, false);
+    let long = &e[key];
+    let dir = tiny::temp_dir(recipe);
+    tiny::write_checkpoint(recipe, &dir, false);
     let prm = load_f32(&dir);
     let flat = |k: &str| -> Vec<f64> {
         long[k]
@@ -332,11 +334,10 @@ fn class_6_f32_scores_on_long_items_are_as_accurate_as_transformers() {
             .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
             .collect()
     };
-    let (sdpa, eager, f64s) = (flat("sdpa"), flat("eager"), flat("f64"));
     let mut ours = Vec::new();
     for (problem, steps) in items(long) {
         let t = prm.tokenize(&problem, &steps).unwrap();
-        assert!(t.ids.len() > 1_000, "{} tokens", t.ids.len());
+        assert!(t.ids.len() > min_tokens, "{} tokens", t.ids.len());
         ours.extend(
             prm.score(&[&t])
                 .unwrap()
@@ -345,22 +346,58 @@ fn class_6_f32_scores_on_long_items_are_as_accurate_as_transformers() {
                 .map(f64::from),
         );
     }
+    let _ = std::fs::remove_dir_all(dir);
+    let [sdpa, eager, f64s] = ["sdpa", "eager", "f64"].map(flat);
     assert_eq!(ours.len(), f64s.len());
-    let worst = |v: &[f64]| {
-        v.iter()
-            .zip(&f64s)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max)
-    };
-    let (us, theirs) = (worst(&ours), worst(&sdpa).max(worst(&eager)));
-    eprintln!(
-        "max |x - float64|: stepkto f32 {us:.2e}, transformers sdpa {:.2e}, eager {:.2e}",
-        worst(&sdpa),
-        worst(&eager)
+    for (name, v) in [("stepkto", &ours), ("sdpa", &sdpa), ("eager", &eager)] {
+        let (max, med) = spread(v, &f64s);
+        eprintln!("{key}: {name} f32 vs float64: max {max:.2e}, median {med:.2e}");
+    }
+    for (name, v) in [("stepkto", &ours), ("eager", &eager)] {
+        let (max, med) = spread(v, &sdpa);
+        eprintln!("{key}: {name} vs sdpa: max {max:.2e}, median {med:.2e}");
+    }
+    [ours, sdpa, eager, f64s]
+}
+
+/// Issue 9, class 6: stepkto's f32 scores are as accurate as transformers' own f32 paths
+/// (sdpa, eager), both measured against transformers run in float64: the worst and the median
+/// error within 1.5x of transformers' larger one. (Against sdpa itself no f32 code can be
+/// within the sdpa-vs-eager spread without rounding exactly as MKL does; that spread is what
+/// each path's own f32 error looks like from the other.)
+fn assert_as_accurate(ours: &[f64], sdpa: &[f64], eager: &[f64], f64s: &[f64]) {
+    let (us, s, e) = (spread(ours, f64s), spread(sdpa, f64s), spread(eager, f64s));
+    assert!(
+        us.0 <= 1.5 * s.0.max(e.0),
+        "worst: stepkto {:.2e} vs transformers {:.2e}",
+        us.0,
+        s.0.max(e.0)
     );
     assert!(
-        us <= 3.0 * theirs,
-        "stepkto {us:.2e} vs transformers {theirs:.2e}"
+        us.1 <= 1.5 * s.1.max(e.1),
+        "median: stepkto {:.2e} vs transformers {:.2e}",
+        us.1,
+        s.1.max(e.1)
     );
-    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Issue 9, class 6, on a weight-sensitive model (hidden 256, 6 layers, projections x3) and
+/// items of 1,247 to 2,028 tokens. Measured (max / median vs float64): stepkto 5.18e-6 /
+/// 1.69e-6, transformers sdpa 4.15e-6 / 1.74e-6, eager 4.80e-6 / 1.22e-6. Before the products
+/// summed k in blocks of 128 (`kernels::K_BLOCK`) stepkto was at 1.06e-5; before the rotary
+/// frequencies were computed as transformers computes them, at 2.16e-5.
+#[test]
+fn class_6_f32_scores_on_long_items_are_as_accurate_as_transformers() {
+    let [ours, sdpa, eager, f64s] = numerics("long", "qwen-prm-long", 1_000);
+    assert_as_accurate(&ours, &sdpa, &eager, &f64s);
+}
+
+/// Issue 9, class 6, on the shape the gap was first measured on (hidden 512, 8 layers, head
+/// dim 64, 25M parameters, default init) and twelve items of 600 to 5,800 characters (276 to
+/// 2,028 tokens). Measured: stepkto 2.31e-7 / 4.59e-8, sdpa 1.74e-7 / 3.96e-8, eager 1.71e-7 /
+/// 3.36e-8 (f32's spacing at these scores, 0.8 to 0.94, is 6e-8).
+#[test]
+fn class_6_f32_scores_on_the_wide_model() {
+    let [ours, sdpa, eager, f64s] = numerics("wide", "qwen-prm-wide", 250);
+    assert_as_accurate(&ours, &sdpa, &eager, &f64s);
 }

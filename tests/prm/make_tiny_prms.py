@@ -163,6 +163,15 @@ RECIPES = {
         config=dict(hidden_size=256, intermediate_size=704, num_hidden_layers=6, num_attention_heads=8,
                     num_key_value_heads=4, stepkto_test_init_scale=3.0),
     ),
+    # the shape of the PRM the numerics were first measured on (hidden 512, 8 layers, head_dim
+    # 64, about 25M parameters, the default init scale), on items of 600 to 5,800 characters.
+    "qwen-prm-wide": dict(
+        arch="Qwen2ForProcessRewardModel", model_type="qwen2",
+        specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"], bos=None,
+        template=QWEN_TEMPLATE, tie=False, tok_cfg=dict(eos_token="<|im_end|>", pad_token="<|endoftext|>"),
+        config=dict(hidden_size=512, intermediate_size=1792, num_hidden_layers=8, num_attention_heads=8,
+                    num_key_value_heads=4),
+    ),
     "math-shepherd": dict(
         arch="MistralForCausalLM", model_type="mistral",
         specials=["<unk>", "<s>", "</s>"], bos="<s>", added=["ки"],
@@ -210,6 +219,16 @@ def config_for(name, spec, vocab):
     return cfg
 
 
+def wide_items():
+    """Twelve items of 600 to 5,800 characters, spread over that range, from the committed sample."""
+    with open(os.path.join("tests", "data", "processbench_sample.jsonl")) as fh:
+        rows = [json.loads(l) for l in fh]
+    size = lambda r: len(r["problem"]) + sum(len(s) for s in r["steps"])
+    fit = sorted((r for r in rows if 600 <= size(r) <= 5800), key=size)
+    picked = [fit[round(i * (len(fit) - 1) / 11)] for i in range(12)]
+    return [dict(id=r["id"], problem=r["problem"], steps=r["steps"]) for r in picked]
+
+
 def long_items():
     """Items of 2,600 to 6,000 characters (over 1,000 tokens each) from the committed sample."""
     with open(os.path.join("tests", "data", "processbench_sample.jsonl")) as fh:
@@ -242,8 +261,9 @@ def main():
         with open(path) as fh:
             old = json.load(fh)
         expected["recipes"] = old["recipes"]
-        if "long" in old:
-            expected["long"] = old["long"]
+        for k in ("long", "wide"):
+            if k in old:
+                expected[k] = old[k]
         assert (old["transformers"], old["torch"]) == (expected["transformers"], expected["torch"]), (
             "regenerate every fixture, or use the versions in expected.json")
     its = items()
@@ -269,10 +289,10 @@ def main():
         for it in its:
             text = it["problem"] + " " + " ".join(it["steps"])
             assert hf.encode(text, add_special_tokens=False) == raw.encode(text, add_special_tokens=False).ids, name
-        if name == "qwen-prm-long":
-            longs = long_items()
+        if name in ("qwen-prm-long", "qwen-prm-wide"):
+            longs = long_items() if name == "qwen-prm-long" else wide_items()
             refs = {impl: [score(name, cfg, hf, it, impl) for it in longs] for impl in ("sdpa", "eager", "f64")}
-            expected["long"] = dict(items=longs, **refs)
+            expected[name.rsplit("-", 1)[1]] = dict(items=longs, **refs)
             print(name, "tokens", [len(hf.encode(it["problem"] + " ".join(it["steps"]))) for it in longs])
             continue
         scores = [score(name, cfg, hf, it) for it in its]
