@@ -24,8 +24,8 @@ use candle_core::Device;
 use serde_json::{Value, json};
 use stepkto::devices::DevicePool;
 use stepkto::judge::batcher::{BatchConfig, Batcher};
-use stepkto::judge::model::CpuMatmul;
 use stepkto::judge::prm::{ModelSpec, Prm};
+use stepkto::model::cpu::CpuMatmul;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)

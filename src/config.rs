@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::judge::batcher::BatchConfig;
-use crate::judge::model::CpuMatmul;
 use crate::judge::prm::ModelSpec;
+use crate::model::cpu::CpuMatmul;
 use crate::outcome::{Budget, Options};
 
 #[derive(Debug, Parser)]

@@ -11,8 +11,8 @@ use candle_core::Device;
 use common::tiny;
 use serde_json::Value;
 use stepkto::judge::JudgeError;
-use stepkto::judge::model::CpuMatmul;
 use stepkto::judge::prm::{ModelSpec, Prm};
+use stepkto::model::cpu::CpuMatmul;
 
 fn load(recipe: &str, sharded: bool, named: bool) -> (Prm, PathBuf) {
     load_with(recipe, sharded, named, CpuMatmul::Auto)

@@ -3,13 +3,9 @@
 //! checkpoints run with candle ([`model`]), fed as their family's [`recipe`] says, and
 //! scheduled by a per-model [`batcher`] on a device from the pool.
 
-mod amx;
-pub mod attention;
 pub mod batcher;
 mod claims;
 mod conditions;
-mod cpu;
-mod kernels;
 pub mod model;
 pub mod prm;
 pub mod recipe;
@@ -39,6 +35,16 @@ pub enum JudgeError {
     /// The model cannot serve (its inference thread has stopped).
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl From<crate::model::ModelError> for JudgeError {
+    fn from(e: crate::model::ModelError) -> Self {
+        match e {
+            crate::model::ModelError::Load(s) => JudgeError::Load(s),
+            // the template raised on this input (e.g. `raise_exception`)
+            t @ crate::model::ModelError::Template(_) => JudgeError::Input(t.to_string()),
+        }
+    }
 }
 
 use std::sync::Arc;

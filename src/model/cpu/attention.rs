@@ -1,4 +1,4 @@
-//! Causal self-attention for the packed CPU forward (`cpu.rs`), reading queries, keys and
+//! Causal self-attention for the packed CPU forward (`model::cpu`), reading queries, keys and
 //! values in place from the fused `qkv` activations (one row per token, items end to end,
 //! no padding), plus the additive mask of the dense path used elsewhere (CUDA, bf16).
 //!

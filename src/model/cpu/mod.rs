@@ -16,11 +16,17 @@
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::JudgeError;
-use super::amx;
-use super::attention::{self, Heads};
-use super::kernels::{Rhs, View, matmul, rms_norm, rope, silu_mul};
-use super::model::{ModelConfig, rotary_tables};
+use super::ModelError;
+use super::config::{ModelConfig, rotary_tables};
+use attention::Heads;
+use kernels::{Rhs, View, matmul, rms_norm, rope, silu_mul};
+
+pub mod amx;
+pub mod attention;
+mod kernels;
+mod mmap;
+
+pub use mmap::map_weights;
 
 /// How the packed CPU forward computes its matrix products (`--cpu-matmul`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,12 +56,12 @@ impl std::str::FromStr for CpuMatmul {
 
 impl CpuMatmul {
     /// `Auto` made concrete for this machine; `Bf16x3` where AMX is missing is an error.
-    pub fn resolve(self) -> Result<CpuMatmul, JudgeError> {
-        let amx = super::amx::available();
+    pub fn resolve(self) -> Result<CpuMatmul, ModelError> {
+        let amx = amx::available();
         match self {
             CpuMatmul::Auto if amx => Ok(CpuMatmul::Bf16x3),
             CpuMatmul::Auto => Ok(CpuMatmul::F32),
-            CpuMatmul::Bf16x3 if !amx => Err(JudgeError::Load(
+            CpuMatmul::Bf16x3 if !amx => Err(ModelError::Load(
                 "--cpu-matmul bf16x3 needs AMX (Intel Sapphire Rapids or later, Linux), which \
                  this CPU or OS does not offer; use f32 or auto"
                     .into(),
@@ -131,8 +137,8 @@ pub struct CpuLayers {
     amx: bool,
 }
 
-fn get(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>, JudgeError> {
-    let load = |e: candle_core::Error| JudgeError::Load(format!("{name}: {e}"));
+fn get(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>, ModelError> {
+    let load = |e: candle_core::Error| ModelError::Load(format!("{name}: {e}"));
     vb.get(shape, name)
         .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
         .map_err(load)
@@ -227,7 +233,7 @@ fn swiglu(gu: &[f32], inter: usize, out: &mut [f32]) {
 impl CpuLayers {
     /// The layers, final norm and rotary angles; `vb` is rooted at the base model (`model.`).
     /// With `amx` the products run on AMX tiles (the caller checked it is there).
-    pub fn load(c: &ModelConfig, vb: &VarBuilder, amx: bool) -> Result<CpuLayers, JudgeError> {
+    pub fn load(c: &ModelConfig, vb: &VarBuilder, amx: bool) -> Result<CpuLayers, ModelError> {
         let h = c.hidden_size;
         let heads = Heads {
             nq: c.num_attention_heads,
@@ -407,116 +413,5 @@ impl CpuLayers {
         self.mlp(l, &mut xr, &mut yr, &mut gu, &mut act);
         norm_rows(&xr, &self.norm, self.eps, &mut yr);
         yr
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use candle_core::{DType, Device, Tensor};
-    use candle_nn::VarBuilder;
-
-    use super::super::amx;
-    use super::super::model::{CpuMatmul, Decoder, ModelConfig};
-
-    /// Random weights under Hugging Face names for `c`.
-    fn weights(c: &ModelConfig) -> HashMap<String, Tensor> {
-        let dev = Device::Cpu;
-        let (h, hd, i) = (c.hidden_size, c.head_dim(), c.intermediate_size);
-        let (q, kv) = (c.num_attention_heads * hd, c.kv_heads() * hd);
-        let mut m = HashMap::new();
-        let mut put = |name: String, shape: &[usize], std: f64| {
-            let t = Tensor::randn(0f32, std as f32, shape, &dev).unwrap();
-            // norms near 1, like trained checkpoints
-            let t = if name.contains("norm") {
-                (t + 1.0).unwrap()
-            } else {
-                t
-            };
-            m.insert(name, t);
-        };
-        put("embed_tokens.weight".into(), &[c.vocab_size, h], 1.0);
-        put("norm.weight".into(), &[h], 0.1);
-        for l in 0..c.num_hidden_layers {
-            let p = |n: &str| format!("layers.{l}.{n}");
-            for (n, o) in [("q", q), ("k", kv), ("v", kv)] {
-                put(p(&format!("self_attn.{n}_proj.weight")), &[o, h], 0.2);
-                put(p(&format!("self_attn.{n}_proj.bias")), &[o], 0.2);
-            }
-            put(p("self_attn.o_proj.weight"), &[h, q], 0.2);
-            put(p("self_attn.o_proj.bias"), &[h], 0.2);
-            put(p("mlp.gate_proj.weight"), &[i, h], 0.2);
-            put(p("mlp.up_proj.weight"), &[i, h], 0.2);
-            put(p("mlp.down_proj.weight"), &[h, i], 0.2);
-            put(p("input_layernorm.weight"), &[h], 0.1);
-            put(p("post_attention_layernorm.weight"), &[h], 0.1);
-        }
-        m
-    }
-
-    /// The packed kernels give what candle's ops give (right-padded, dense masked attention)
-    /// for each family's quirks: q/k/v biases (Qwen2), biases everywhere (Llama
-    /// `attention_bias`), a sliding window (Mistral), grouped-query attention, items of mixed
-    /// lengths and a read at every position of the longest.
-    #[test]
-    fn packed_kernels_match_candle_ops() {
-        let families = [
-            serde_json::json!({"model_type": "qwen2"}),
-            serde_json::json!({"model_type": "llama", "attention_bias": true}),
-            serde_json::json!({"model_type": "mistral", "sliding_window": 7}),
-        ];
-        for extra in families {
-            let mut v = serde_json::json!({"vocab_size": 50, "hidden_size": 64,
-                "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 4,
-                "num_key_value_heads": 2, "max_position_embeddings": 512, "rms_norm_eps": 1e-6});
-            for (k, x) in extra.as_object().unwrap() {
-                v[k] = x.clone();
-            }
-            let c: ModelConfig = serde_json::from_value(v).unwrap();
-            let w = weights(&c);
-            let vb = || VarBuilder::from_tensors(w.clone(), DType::F32, &Device::Cpu);
-            let ops = Decoder::load_with(&c, vb(), None).unwrap();
-            assert!(!ops.packed());
-            let items: Vec<Vec<u32>> = [150usize, 3, 70]
-                .iter()
-                .enumerate()
-                .map(|(k, &n)| (0..n).map(|j| ((j * 7 + k * 13) % 50) as u32).collect())
-                .collect();
-            let rows: Vec<&[u32]> = items.iter().map(Vec::as_slice).collect();
-            let mut reads: Vec<(usize, usize)> = (0..150).map(|p| (0, p)).collect();
-            reads.extend([(1, 0), (1, 2), (2, 69), (2, 10)]);
-            let b = ops.forward_at(&rows, &reads).unwrap();
-            let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-            let scale = scale.to_scalar::<f32>().unwrap();
-            for m in [CpuMatmul::F32, CpuMatmul::Bf16x3] {
-                if m == CpuMatmul::Bf16x3
-                    && amx::skip_without_amx("the bf16x3 part of packed_kernels_match_candle_ops")
-                {
-                    continue;
-                }
-                let packed = Decoder::load_with(&c, vb(), Some(m)).unwrap();
-                assert!(packed.packed());
-                assert_eq!(packed.numerics(), m.name());
-                assert_eq!(packed.params(), ops.params());
-                let a = packed.forward_at(&rows, &reads).unwrap();
-                let d = (a - &b).unwrap().abs().unwrap().flatten_all().unwrap();
-                let d = d.max(0).unwrap().to_scalar::<f32>().unwrap();
-                // bf16x3 carries ~16 significant bits per product against f32's 24, and
-                // these random weights amplify rounding ~40x over three layers (f32 lands
-                // near 3e-6 of the largest hidden value, bf16x3 near 6e-5): its bound is
-                // relative. A lost `lo` term or a misplaced tile is off by ~1e-2.
-                let tol = match m {
-                    CpuMatmul::Bf16x3 => 3e-4 * scale,
-                    _ => 1e-4,
-                };
-                let name = m.name();
-                eprintln!(
-                    "{} {name}: max difference {d:e} (bound {tol:e})",
-                    c.model_type
-                );
-                assert!(d < tol, "{} {name}: max difference {d}", c.model_type);
-            }
-        }
     }
 }

@@ -1,4 +1,4 @@
-//! The CPU f32 building blocks of the packed decoder forward (`cpu.rs`): matrix products on
+//! The CPU f32 building blocks of the packed decoder forward (`model::cpu`): matrix products on
 //! the `gemm` crate (candle's own CPU matmul engine, called directly so that operands can be
 //! strided views and results can accumulate into the residual stream), and the row kernels
 //! around them (RMSNorm, rotary positions, SiLU·mul, masked softmax).

@@ -1,5 +1,5 @@
 //! Matrix products on Intel AMX (Advanced Matrix Extensions: Sapphire Rapids and later
-//! Xeons) for the packed CPU forward, at f32-grade accuracy: the linear layers (`cpu.rs`,
+//! Xeons) for the packed CPU forward, at f32-grade accuracy: the linear layers (`mod.rs`,
 //! [`matmul`]) and attention's two products (`attention.rs`, [`product`]).
 //!
 //! AMX multiplies bf16 tiles into f32 accumulators, about thirty times the f32 rate of the
