@@ -20,3 +20,4 @@ pub mod model;
 pub mod outcome;
 pub mod steps;
 pub mod store;
+pub mod train;

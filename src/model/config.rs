@@ -47,6 +47,9 @@ pub struct ModelConfig {
     pub use_sliding_window: bool,
     #[serde(default)]
     pub hidden_act: Option<String>,
+    /// Llama: bias on gate, up and down.
+    #[serde(default)]
+    pub mlp_bias: bool,
 }
 
 fn default_theta() -> f64 {

@@ -1,0 +1,343 @@
+//! The trainable decoder: Llama, Qwen2 and Mistral causal LMs in f32, built from candle ops
+//! that all have a backward pass, loaded from and saved as a Hugging Face directory.
+//!
+//! Why not candle-nn's fused `rms_norm`, `rope` or `softmax_last_dim`: they have no backward,
+//! and a graph through them silently gets no gradient below them. Each is written here from
+//! elementwise ops in the order transformers computes it (RMSNorm as
+//! `w * (x * rsqrt(mean(x²) + eps))`, rotary as `x cos + rotate_half(x) sin`), so that
+//! log-probabilities agree with transformers' to float rounding.
+//!
+//! Parameters are [`Var`]s under their Hugging Face names, in a sorted map, so the optimiser
+//! visits them in one fixed order and [`Decoder::save`] writes names transformers reads.
+//! A tied `lm_head` is the embedding itself (one `Var`, its gradient the sum of both uses) and
+//! is not written on save, as transformers does.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::{D, DType, Device, Tensor, Var};
+
+use super::TrainError;
+use crate::model::ModelError;
+use crate::model::config::{ModelConfig, rotary_tables};
+use crate::model::cpu::map_weights;
+use crate::model::weights::{load_err, not_local, weight_files};
+
+/// The architectures this decoder trains (`config.json`'s `architectures`).
+pub const ARCHITECTURES: [&str; 3] = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
+
+/// Files copied from the source directory on save, when present (the tokenizer and what
+/// transformers and `stepkto judge` read besides the weights).
+const SIDE_FILES: [&str; 6] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "tokenizer.model",
+];
+
+/// A trainable causal LM.
+pub struct Decoder {
+    pub config: ModelConfig,
+    /// `config.json` as read, written back on save (with `torch_dtype` float32).
+    raw_config: serde_json::Value,
+    /// Where the model was loaded from: the tokenizer files are copied from here on save.
+    source: std::path::PathBuf,
+    params: BTreeMap<String, Var>,
+    inv_freq: Vec<f32>,
+    device: Device,
+}
+
+/// The parameter names and shapes of a checkpoint of `c`, in Hugging Face naming.
+fn parameter_shapes(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+    let (q, kv) = (
+        c.num_attention_heads * c.head_dim(),
+        c.kv_heads() * c.head_dim(),
+    );
+    let llama_bias = c.model_type == "llama" && c.attention_bias;
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
+    for l in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        for (n, o) in [("q", q), ("k", kv), ("v", kv)] {
+            out.push((format!("{p}.self_attn.{n}_proj.weight"), vec![o, h]));
+            if c.qkv_bias() {
+                out.push((format!("{p}.self_attn.{n}_proj.bias"), vec![o]));
+            }
+        }
+        out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
+        if llama_bias {
+            out.push((format!("{p}.self_attn.o_proj.bias"), vec![h]));
+        }
+        for (n, shape) in [("gate", [i, h]), ("up", [i, h]), ("down", [h, i])] {
+            out.push((format!("{p}.mlp.{n}_proj.weight"), shape.to_vec()));
+            if c.mlp_bias {
+                out.push((format!("{p}.mlp.{n}_proj.bias"), vec![shape[0]]));
+            }
+        }
+        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+    }
+    out.push(("model.norm.weight".into(), vec![h]));
+    if !c.tie_word_embeddings {
+        out.push(("lm_head.weight".into(), vec![v, h]));
+    }
+    out
+}
+
+impl Decoder {
+    /// Load a Hugging Face directory (single or sharded safetensors) in f32 on `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Decoder, TrainError> {
+        if !dir.is_dir() {
+            return Err(not_local(dir).into());
+        }
+        let config = ModelConfig::read(dir)?;
+        let raw_path = dir.join("config.json");
+        let raw: serde_json::Value = std::fs::read_to_string(&raw_path)
+            .map_err(|e| TrainError::io(&raw_path, e))
+            .and_then(|s| serde_json::from_str(&s).map_err(|e| load_err(&raw_path, e).into()))?;
+        if let Some(arch) = config.architectures.first()
+            && !ARCHITECTURES.contains(&arch.as_str())
+        {
+            return Err(ModelError::Load(format!(
+                "{}: architecture {arch} is not a causal LM this trainer supports ({})",
+                dir.display(),
+                ARCHITECTURES.join(", ")
+            ))
+            .into());
+        }
+        let files = weight_files(dir)?;
+        let vb = map_weights(dir, &files, DType::F32, device)?;
+        let mut params = BTreeMap::new();
+        for (name, shape) in parameter_shapes(&config) {
+            let t = vb
+                .get(shape.as_slice(), &name)
+                .map_err(|e| load_err(dir, format!("{name}: {e}")))?;
+            // a copy: the Var must own its storage, not the mapped file
+            params.insert(name, Var::from_tensor(&t.copy()?)?);
+        }
+        let inv_freq = config.inv_freq()?;
+        Ok(Decoder {
+            config,
+            raw_config: raw,
+            source: dir.to_path_buf(),
+            params,
+            inv_freq,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every trainable parameter, by Hugging Face name, in sorted order.
+    pub fn params(&self) -> &BTreeMap<String, Var> {
+        &self.params
+    }
+
+    /// Number of trainable scalars (a tied head counted once).
+    pub fn num_params(&self) -> usize {
+        self.params.values().map(|v| v.elem_count()).sum()
+    }
+
+    fn p(&self, name: &str) -> &Tensor {
+        self.params
+            .get(name)
+            .map(|v| v.as_tensor())
+            .unwrap_or_else(|| panic!("parameter {name} is loaded with the model"))
+    }
+
+    fn opt(&self, name: &str) -> Option<&Tensor> {
+        self.params.get(name).map(|v| v.as_tensor())
+    }
+
+    /// `x (b, t, in) · Wᵀ + bias`.
+    fn linear(&self, x: &Tensor, name: &str) -> candle_core::Result<Tensor> {
+        let w = self.p(&format!("{name}.weight"));
+        let (b, t, i) = x.dims3()?;
+        let y = x.reshape((b * t, i))?.matmul(&w.t()?)?;
+        let y = match self.opt(&format!("{name}.bias")) {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        y.reshape((b, t, w.dim(0)?))
+    }
+
+    /// transformers' RMSNorm: `w * (x * rsqrt(mean(x²) + eps))`.
+    fn rms_norm(&self, x: &Tensor, name: &str) -> candle_core::Result<Tensor> {
+        let var = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let inv = (var + self.config.rms_norm_eps)?.sqrt()?.recip()?;
+        x.broadcast_mul(&inv)?.broadcast_mul(self.p(name))
+    }
+
+    /// Logits `(b, t, vocab)` of token rows `ids` `(b, t)`. Rows may be right-padded: with
+    /// the causal mask a real token never sees the padding after it.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor, TrainError> {
+        let (b, t) = ids.dims2()?;
+        if t == 0 {
+            return Err(TrainError::Input("an empty token row".into()));
+        }
+        let c = &self.config;
+        let vocab = c.vocab_size as u32;
+        if ids
+            .flatten_all()?
+            .to_vec1::<u32>()?
+            .iter()
+            .any(|&i| i >= vocab)
+        {
+            return Err(TrainError::Input(format!(
+                "a token id is outside the vocabulary of {vocab}"
+            )));
+        }
+        let embed = self.p("model.embed_tokens.weight");
+        let mut x = embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, c.hidden_size))?;
+        let (cos, sin) = self.rotary(t)?;
+        let mask = crate::model::cpu::attention::causal_mask(t, c.window(), &self.device)?;
+        for l in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let h = self.rms_norm(&x, &format!("{p}.input_layernorm.weight"))?;
+            x = (x + self.attention(&h, &p, &cos, &sin, &mask)?)?;
+            let h = self.rms_norm(&x, &format!("{p}.post_attention_layernorm.weight"))?;
+            let gate = self.linear(&h, &format!("{p}.mlp.gate_proj"))?.silu()?;
+            let up = self.linear(&h, &format!("{p}.mlp.up_proj"))?;
+            x = (x + self.linear(&(gate * up)?, &format!("{p}.mlp.down_proj"))?)?;
+        }
+        let x = self.rms_norm(&x, "model.norm.weight")?;
+        let head = self.opt("lm_head.weight").unwrap_or(embed);
+        let logits = x
+            .reshape((b * t, c.hidden_size))?
+            .matmul(&head.t()?)?
+            .reshape((b, t, c.vocab_size))?;
+        Ok(logits)
+    }
+
+    /// Full-width rotary tables `(t, head_dim)`: the half tables twice, as transformers
+    /// concatenates them.
+    fn rotary(&self, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let (cos, sin) = rotary_tables(&self.inv_freq, t);
+        let half = self.inv_freq.len();
+        let table = |v: Vec<f32>| -> candle_core::Result<Tensor> {
+            let h = Tensor::from_vec(v, (t, half), &self.device)?;
+            Tensor::cat(&[&h, &h], 1)
+        };
+        Ok((table(cos)?, table(sin)?))
+    }
+
+    fn attention(
+        &self,
+        x: &Tensor,
+        p: &str,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2);
+        let q = heads(self.linear(x, &format!("{p}.self_attn.q_proj"))?, nh)?;
+        let k = heads(self.linear(x, &format!("{p}.self_attn.k_proj"))?, nkv)?;
+        let v = heads(self.linear(x, &format!("{p}.self_attn.v_proj"))?, nkv)?;
+        let (q, k) = (rope(&q, cos, sin)?, rope(&k, cos, sin)?);
+        let (k, v) = (repeat_kv(&k, nh / nkv)?, repeat_kv(&v, nh / nkv)?);
+        let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?;
+        let probs = softmax(&scores.broadcast_add(mask)?)?;
+        let out = probs.matmul(&v.contiguous()?)?;
+        let out = out.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        self.linear(&out, &format!("{p}.self_attn.o_proj"))
+    }
+
+    /// Log-probability of each next token: `(b, t - 1)`, entry `j` = log p(ids[j + 1] |
+    /// ids[..=j]).
+    pub fn token_logprobs(&self, ids: &Tensor) -> Result<Tensor, TrainError> {
+        let (b, t) = ids.dims2()?;
+        if t < 2 {
+            return Err(TrainError::Input(
+                "a row needs two tokens for a log-probability".into(),
+            ));
+        }
+        let logits = self.forward(ids)?.narrow(1, 0, t - 1)?;
+        let lp = log_softmax(&logits)?;
+        let next = ids.narrow(1, 1, t - 1)?.contiguous()?.unsqueeze(2)?;
+        Ok(lp.gather(&next, 2)?.reshape((b, t - 1))?)
+    }
+
+    /// Write a Hugging Face directory transformers, `stepkto judge` and [`Decoder::load`]
+    /// read: `config.json`, the tokenizer files of the source, `model.safetensors`. Written
+    /// into a temporary sibling and renamed, so `dir` is never half written.
+    pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
+        let name = dir
+            .file_name()
+            .ok_or_else(|| TrainError::Input(format!("{}: not a directory name", dir.display())))?;
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        let tmp = parent.join(format!(".{}.partial", name.to_string_lossy()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+        let mut config = self.raw_config.clone();
+        config["torch_dtype"] = "float32".into();
+        if config.get("dtype").is_some() {
+            config["dtype"] = "float32".into();
+        }
+        let text = serde_json::to_string_pretty(&config).expect("a JSON value serialises");
+        let cfg_path = tmp.join("config.json");
+        std::fs::write(&cfg_path, text).map_err(|e| TrainError::io(&cfg_path, e))?;
+        for f in SIDE_FILES {
+            let src = self.source.join(f);
+            if src.is_file() {
+                std::fs::copy(&src, tmp.join(f)).map_err(|e| TrainError::io(&src, e))?;
+            }
+        }
+        let tensors: std::collections::HashMap<String, Tensor> = self
+            .params
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        candle_core::safetensors::save(&tensors, tmp.join("model.safetensors"))?;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| TrainError::io(dir, e))?;
+        Ok(())
+    }
+}
+
+/// `x cos + rotate_half(x) sin` on `(b, heads, t, head_dim)`, rotate_half = `[-x2, x1]`.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let hd = x.dim(D::Minus1)?;
+    let (x1, x2) = (
+        x.narrow(D::Minus1, 0, hd / 2)?,
+        x.narrow(D::Minus1, hd / 2, hd / 2)?,
+    );
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
+}
+
+/// Grouped-query attention: each of `nkv` key/value heads serves `rep` query heads.
+fn repeat_kv(x: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
+    if rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, nkv, t, hd) = x.dims4()?;
+    x.unsqueeze(2)?
+        .broadcast_as((b, nkv, rep, t, hd))?
+        .reshape((b, nkv * rep, t, hd))
+}
+
+/// Softmax over the last axis from differentiable ops; the max subtracted is detached (the
+/// softmax does not depend on it), masked scores are -inf and get probability 0.
+fn softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&m)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Log-softmax over the last axis: `x - max - log(sum(exp(x - max)))`.
+pub fn log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let z = x.broadcast_sub(&m)?;
+    z.broadcast_sub(&z.exp()?.sum_keepdim(D::Minus1)?.log()?)
+}
