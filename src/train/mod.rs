@@ -4,6 +4,7 @@
 //! not used, because they have no backward.
 
 pub mod decoder;
+pub mod loss;
 
 /// Why training or loading a trainable model failed.
 #[derive(Debug, thiserror::Error)]
