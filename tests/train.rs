@@ -278,3 +278,130 @@ fn bad_inputs_are_clear_errors() {
     assert!(err.contains("model.safetensors"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Greedy decoding equals transformers' `generate(do_sample=False)` for 64 tokens, prompts of
+/// different lengths decoded in one padded batch (the KV cache and per-row positions).
+#[test]
+fn greedy_generation_equals_transformers() {
+    use stepkto::train::sample::{FinishReason, SampleConfig, generate};
+    let e = expected();
+    let cfg = SampleConfig {
+        temperature: 0.0,
+        max_new_tokens: 64,
+        ..SampleConfig::default()
+    };
+    for (name, case) in e["cases"].as_object().unwrap() {
+        let dir = write(case, false);
+        let m = Decoder::load(&dir, &Device::Cpu).unwrap();
+        let prompts: Vec<Vec<u32>> = case["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                p.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect()
+            })
+            .collect();
+        let out = generate(&m, &prompts, 1, &[], None, &cfg).unwrap();
+        for (s, want) in out.iter().zip(case["greedy"].as_array().unwrap()) {
+            let want: Vec<u32> = want
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(s.tokens, want, "{name}: prompt {}", s.prompt);
+            assert_eq!(s.finish_reason, FinishReason::Length);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A seed reproduces a sample whatever batch it runs in; other seeds differ; EOS and stop
+/// strings end a row.
+#[test]
+fn seeded_samples_reproduce_and_stop() {
+    use stepkto::train::sample::{FinishReason, SampleConfig, generate};
+    let e = expected();
+    let case = &e["cases"]["llama3"];
+    let dir = write(case, false);
+    let m = Decoder::load(&dir, &Device::Cpu).unwrap();
+    let prompts: Vec<Vec<u32>> = vec![vec![5, 9, 200, 31], vec![7, 8], vec![100, 3, 4, 5, 6, 7, 8]];
+    let cfg = SampleConfig {
+        temperature: 1.0,
+        top_p: 0.95,
+        top_k: 50,
+        max_new_tokens: 24,
+        seed: 7,
+        ..SampleConfig::default()
+    };
+    let all = generate(&m, &prompts, 3, &[], None, &cfg).unwrap();
+    assert_eq!(all.len(), 9);
+    // prompt 1's samples alone, in batches of one row
+    let one = SampleConfig {
+        max_batch: 1,
+        ..cfg.clone()
+    };
+    let alone = generate(&m, &prompts, 3, &[], None, &one).unwrap();
+    for (a, b) in all.iter().zip(&alone) {
+        assert_eq!(
+            (a.prompt, a.sample, &a.tokens),
+            (b.prompt, b.sample, &b.tokens)
+        );
+    }
+    assert_ne!(
+        all[0].tokens, all[1].tokens,
+        "two samples of one prompt differ"
+    );
+    let other = generate(
+        &m,
+        &prompts,
+        3,
+        &[],
+        None,
+        &SampleConfig {
+            seed: 8,
+            ..cfg.clone()
+        },
+    )
+    .unwrap();
+    assert_ne!(other[0].tokens, all[0].tokens);
+    // EOS: the first sampled token of prompt 0 ends it at once
+    let first = all[0].tokens[0];
+    let eos = generate(&m, &prompts[..1], 1, &[first], None, &cfg).unwrap();
+    assert_eq!(eos[0].tokens, [first]);
+    assert_eq!(eos[0].finish_reason, FinishReason::Eos);
+    // a stop string: the text of the first two tokens
+    let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let full = generate(&m, &prompts[..1], 1, &[], Some(&tok), &cfg).unwrap();
+    let text = full[0].text.clone().unwrap();
+    let needle: String = text.chars().skip(3).take(3).collect();
+    if !needle.trim().is_empty() {
+        let stop = SampleConfig {
+            stop: vec![needle.clone()],
+            ..cfg.clone()
+        };
+        let cut = generate(&m, &prompts[..1], 1, &[], Some(&tok), &stop).unwrap();
+        assert_eq!(
+            cut[0].finish_reason,
+            FinishReason::Stop,
+            "{text:?} / {needle:?}"
+        );
+        let got = cut[0].text.clone().unwrap();
+        assert!(
+            !got.contains(&needle) && text.starts_with(&got),
+            "{got:?} of {text:?}"
+        );
+    }
+    // bad settings
+    let bad = SampleConfig {
+        top_p: 0.0,
+        ..cfg.clone()
+    };
+    assert!(generate(&m, &prompts, 1, &[], None, &bad).is_err());
+    assert!(generate(&m, &[vec![]], 1, &[], None, &cfg).is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}

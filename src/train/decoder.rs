@@ -20,6 +20,7 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use super::TrainError;
 use crate::model::ModelError;
 use crate::model::config::{ModelConfig, rotary_tables};
+use crate::model::cpu::attention::causal_mask;
 use crate::model::cpu::map_weights;
 use crate::model::weights::{load_err, not_local, weight_files};
 
@@ -142,45 +143,26 @@ impl Decoder {
         self.params.values().map(|v| v.elem_count()).sum()
     }
 
-    fn p(&self, name: &str) -> &Tensor {
-        self.params
-            .get(name)
-            .map(|v| v.as_tensor())
-            .unwrap_or_else(|| panic!("parameter {name} is loaded with the model"))
+    /// The parameters as tensors: tracked (gradients flow to the `Var`s) or detached (no
+    /// graph is built: sampling and reference log-probabilities).
+    fn weights(&self, grad: bool) -> Weights {
+        Weights(
+            self.params
+                .iter()
+                .map(|(n, v)| {
+                    let t = v.as_tensor();
+                    (n.clone(), if grad { t.clone() } else { t.detach() })
+                })
+                .collect(),
+        )
     }
 
-    fn opt(&self, name: &str) -> Option<&Tensor> {
-        self.params.get(name).map(|v| v.as_tensor())
-    }
-
-    /// `x (b, t, in) · Wᵀ + bias`.
-    fn linear(&self, x: &Tensor, name: &str) -> candle_core::Result<Tensor> {
-        let w = self.p(&format!("{name}.weight"));
-        let (b, t, i) = x.dims3()?;
-        let y = x.reshape((b * t, i))?.matmul(&w.t()?)?;
-        let y = match self.opt(&format!("{name}.bias")) {
-            Some(bias) => y.broadcast_add(bias)?,
-            None => y,
-        };
-        y.reshape((b, t, w.dim(0)?))
-    }
-
-    /// transformers' RMSNorm: `w * (x * rsqrt(mean(x²) + eps))`.
-    fn rms_norm(&self, x: &Tensor, name: &str) -> candle_core::Result<Tensor> {
-        let var = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let inv = (var + self.config.rms_norm_eps)?.sqrt()?.recip()?;
-        x.broadcast_mul(&inv)?.broadcast_mul(self.p(name))
-    }
-
-    /// Logits `(b, t, vocab)` of token rows `ids` `(b, t)`. Rows may be right-padded: with
-    /// the causal mask a real token never sees the padding after it.
-    pub fn forward(&self, ids: &Tensor) -> Result<Tensor, TrainError> {
+    fn check_ids(&self, ids: &Tensor) -> Result<(usize, usize), TrainError> {
         let (b, t) = ids.dims2()?;
         if t == 0 {
             return Err(TrainError::Input("an empty token row".into()));
         }
-        let c = &self.config;
-        let vocab = c.vocab_size as u32;
+        let vocab = self.config.vocab_size as u32;
         if ids
             .flatten_all()?
             .to_vec1::<u32>()?
@@ -191,76 +173,199 @@ impl Decoder {
                 "a token id is outside the vocabulary of {vocab}"
             )));
         }
-        let embed = self.p("model.embed_tokens.weight");
+        Ok((b, t))
+    }
+
+    /// Logits `(b, t, vocab)` of token rows `ids` `(b, t)`, with gradient. Rows may be
+    /// right-padded: with the causal mask a real token never sees the padding after it.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor, TrainError> {
+        self.forward_with(ids, true)
+    }
+
+    fn forward_with(&self, ids: &Tensor, grad: bool) -> Result<Tensor, TrainError> {
+        let (_, t) = self.check_ids(ids)?;
+        let (cos, sin) = self.rotary(&(0..t).collect::<Vec<_>>())?;
+        let mask = causal_mask(t, self.config.window(), &self.device)?;
+        Ok(self.run(&self.weights(grad), ids, &cos, &sin, &mask, None)?)
+    }
+
+    /// The decoder stack on `ids` `(b, t)`: rotary tables broadcastable to `(b, heads, t,
+    /// head_dim)`, a mask broadcastable to `(b, heads, t, keys)`. With a cache the new keys
+    /// and values are appended to it (and attention reads it all).
+    fn run(
+        &self,
+        w: &Weights,
+        ids: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        mut cache: Option<&mut KvCache>,
+    ) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let (b, t) = ids.dims2()?;
+        let eps = c.rms_norm_eps;
+        let embed = w.get("model.embed_tokens.weight");
         let mut x = embed
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, c.hidden_size))?;
-        let (cos, sin) = self.rotary(t)?;
-        let mask = crate::model::cpu::attention::causal_mask(t, c.window(), &self.device)?;
         for l in 0..c.num_hidden_layers {
             let p = format!("model.layers.{l}");
-            let h = self.rms_norm(&x, &format!("{p}.input_layernorm.weight"))?;
-            x = (x + self.attention(&h, &p, &cos, &sin, &mask)?)?;
-            let h = self.rms_norm(&x, &format!("{p}.post_attention_layernorm.weight"))?;
-            let gate = self.linear(&h, &format!("{p}.mlp.gate_proj"))?.silu()?;
-            let up = self.linear(&h, &format!("{p}.mlp.up_proj"))?;
-            x = (x + self.linear(&(gate * up)?, &format!("{p}.mlp.down_proj"))?)?;
+            let h = w.rms_norm(&x, &format!("{p}.input_layernorm.weight"), eps)?;
+            let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            x = (x + self.attention(w, &h, &p, (cos, sin, mask), kv)?)?;
+            let h = w.rms_norm(&x, &format!("{p}.post_attention_layernorm.weight"), eps)?;
+            let gate = w.linear(&h, &format!("{p}.mlp.gate_proj"))?.silu()?;
+            let up = w.linear(&h, &format!("{p}.mlp.up_proj"))?;
+            x = (x + w.linear(&(gate * up)?, &format!("{p}.mlp.down_proj"))?)?;
         }
-        let x = self.rms_norm(&x, "model.norm.weight")?;
-        let head = self.opt("lm_head.weight").unwrap_or(embed);
-        let logits = x
-            .reshape((b * t, c.hidden_size))?
+        let x = w.rms_norm(&x, "model.norm.weight", eps)?;
+        let head = w.opt("lm_head.weight").unwrap_or(embed);
+        x.reshape((b * t, c.hidden_size))?
             .matmul(&head.t()?)?
-            .reshape((b, t, c.vocab_size))?;
-        Ok(logits)
+            .reshape((b, t, c.vocab_size))
     }
 
-    /// Full-width rotary tables `(t, head_dim)`: the half tables twice, as transformers
-    /// concatenates them.
-    fn rotary(&self, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
-        let (cos, sin) = rotary_tables(&self.inv_freq, t);
+    /// Full-width rotary tables `(positions, head_dim)`: the half tables twice, as
+    /// transformers concatenates them.
+    fn rotary(&self, positions: &[usize]) -> candle_core::Result<(Tensor, Tensor)> {
+        let top = positions.iter().max().map_or(0, |m| m + 1);
+        let (cos, sin) = rotary_tables(&self.inv_freq, top);
         let half = self.inv_freq.len();
         let table = |v: Vec<f32>| -> candle_core::Result<Tensor> {
-            let h = Tensor::from_vec(v, (t, half), &self.device)?;
+            let rows: Vec<f32> = positions
+                .iter()
+                .flat_map(|&p| v[p * half..(p + 1) * half].iter().copied())
+                .collect();
+            let h = Tensor::from_vec(rows, (positions.len(), half), &self.device)?;
             Tensor::cat(&[&h, &h], 1)
         };
         Ok((table(cos)?, table(sin)?))
     }
 
+    /// `at` = (cos, sin, mask) as [`Decoder::run`] takes them.
     fn attention(
         &self,
+        w: &Weights,
         x: &Tensor,
         p: &str,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Tensor,
+        (cos, sin, mask): (&Tensor, &Tensor, &Tensor),
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
         let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2);
-        let q = heads(self.linear(x, &format!("{p}.self_attn.q_proj"))?, nh)?;
-        let k = heads(self.linear(x, &format!("{p}.self_attn.k_proj"))?, nkv)?;
-        let v = heads(self.linear(x, &format!("{p}.self_attn.v_proj"))?, nkv)?;
-        let (q, k) = (rope(&q, cos, sin)?, rope(&k, cos, sin)?);
+        let q = heads(w.linear(x, &format!("{p}.self_attn.q_proj"))?, nh)?;
+        let k = heads(w.linear(x, &format!("{p}.self_attn.k_proj"))?, nkv)?;
+        let mut v = heads(w.linear(x, &format!("{p}.self_attn.v_proj"))?, nkv)?;
+        let (q, mut k) = (rope(&q, cos, sin)?, rope(&k, cos, sin)?);
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
         let (k, v) = (repeat_kv(&k, nh / nkv)?, repeat_kv(&v, nh / nkv)?);
         let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?;
         let probs = softmax(&scores.broadcast_add(mask)?)?;
         let out = probs.matmul(&v.contiguous()?)?;
         let out = out.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-        self.linear(&out, &format!("{p}.self_attn.o_proj"))
+        w.linear(&out, &format!("{p}.self_attn.o_proj"))
+    }
+
+    /// Prefill for sampling (no graph): `ids` `(b, t)` right-padded, `lens` each row's real
+    /// length. Returns each row's next-token logits `(b, vocab)` (at its last real token)
+    /// and the cache holding the t prompt slots.
+    pub fn prefill(&self, ids: &Tensor, lens: &[usize]) -> Result<(Tensor, KvCache), TrainError> {
+        let (b, t) = self.check_ids(ids)?;
+        if lens.len() != b || lens.iter().any(|&l| l == 0 || l > t) {
+            return Err(TrainError::Input(
+                "each row needs a length in 1..=width".into(),
+            ));
+        }
+        let (cos, sin) = self.rotary(&(0..t).collect::<Vec<_>>())?;
+        let mask = causal_mask(t, self.config.window(), &self.device)?;
+        let mut cache = KvCache {
+            layers: vec![None; self.config.num_hidden_layers],
+            width: t,
+            lens: lens.to_vec(),
+            generated: 0,
+        };
+        let logits = self.run(
+            &self.weights(false),
+            ids,
+            &cos,
+            &sin,
+            &mask,
+            Some(&mut cache),
+        )?;
+        let rows = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| logits.get(i)?.get(l - 1))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok((Tensor::stack(&rows, 0)?, cache))
+    }
+
+    /// One decoding step (no graph): `next` holds one new token per row of the cache; returns
+    /// the logits `(b, vocab)` after it. Row i's new token is at position `lens[i] +
+    /// generated`; its keys see the row's prompt and what it generated, never the padding.
+    pub fn decode(&self, next: &[u32], cache: &mut KvCache) -> Result<Tensor, TrainError> {
+        let b = cache.lens.len();
+        if next.len() != b {
+            return Err(TrainError::Input(format!(
+                "{} tokens for {b} rows",
+                next.len()
+            )));
+        }
+        let ids = Tensor::from_slice(next, (b, 1), &self.device)?;
+        self.check_ids(&ids)?;
+        let g = cache.generated;
+        let positions: Vec<usize> = cache.lens.iter().map(|l| l + g).collect();
+        let (cos, sin) = self.rotary(&positions)?;
+        let hd = self.config.head_dim();
+        let (cos, sin) = (cos.reshape((b, 1, 1, hd))?, sin.reshape((b, 1, 1, hd))?);
+        // keys: the prompt's slots (padding past each row's length), then the generated ones
+        let slots = cache.width + g + 1;
+        let window = self.config.window().unwrap_or(usize::MAX);
+        let mut mask = Vec::with_capacity(b * slots);
+        for (&len, &pos) in cache.lens.iter().zip(&positions) {
+            for s in 0..slots {
+                let key = if s < cache.width {
+                    (s < len).then_some(s)
+                } else {
+                    Some(len + s - cache.width)
+                };
+                let seen = key.is_some_and(|k| k <= pos && pos - k < window);
+                mask.push(if seen { 0f32 } else { f32::NEG_INFINITY });
+            }
+        }
+        let mask = Tensor::from_vec(mask, (b, 1, 1, slots), &self.device)?;
+        let logits = self.run(&self.weights(false), &ids, &cos, &sin, &mask, Some(cache))?;
+        cache.generated += 1;
+        Ok(logits.squeeze(1)?)
     }
 
     /// Log-probability of each next token: `(b, t - 1)`, entry `j` = log p(ids[j + 1] |
-    /// ids[..=j]).
+    /// ids[..=j]), with gradient.
     pub fn token_logprobs(&self, ids: &Tensor) -> Result<Tensor, TrainError> {
+        self.token_logprobs_with(ids, true)
+    }
+
+    /// As [`Decoder::token_logprobs`] without a graph (the reference model's, once a round).
+    pub fn token_logprobs_detached(&self, ids: &Tensor) -> Result<Tensor, TrainError> {
+        self.token_logprobs_with(ids, false)
+    }
+
+    fn token_logprobs_with(&self, ids: &Tensor, grad: bool) -> Result<Tensor, TrainError> {
         let (b, t) = ids.dims2()?;
         if t < 2 {
             return Err(TrainError::Input(
                 "a row needs two tokens for a log-probability".into(),
             ));
         }
-        let logits = self.forward(ids)?.narrow(1, 0, t - 1)?;
+        let logits = self.forward_with(ids, grad)?.narrow(1, 0, t - 1)?;
         let lp = log_softmax(&logits)?;
         let next = ids.narrow(1, 1, t - 1)?.contiguous()?.unsqueeze(2)?;
         Ok(lp.gather(&next, 2)?.reshape((b, t - 1))?)
@@ -302,6 +407,56 @@ impl Decoder {
         }
         std::fs::rename(&tmp, dir).map_err(|e| TrainError::io(dir, e))?;
         Ok(())
+    }
+}
+
+/// The parameters of one forward, by name.
+struct Weights(BTreeMap<String, Tensor>);
+
+impl Weights {
+    fn get(&self, name: &str) -> &Tensor {
+        self.0
+            .get(name)
+            .unwrap_or_else(|| panic!("parameter {name} is loaded with the model"))
+    }
+
+    fn opt(&self, name: &str) -> Option<&Tensor> {
+        self.0.get(name)
+    }
+
+    /// `x (b, t, in) · Wᵀ + bias`.
+    fn linear(&self, x: &Tensor, name: &str) -> candle_core::Result<Tensor> {
+        let w = self.get(&format!("{name}.weight"));
+        let (b, t, i) = x.dims3()?;
+        let y = x.reshape((b * t, i))?.matmul(&w.t()?)?;
+        let y = match self.opt(&format!("{name}.bias")) {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        y.reshape((b, t, w.dim(0)?))
+    }
+
+    /// transformers' RMSNorm: `w * (x * rsqrt(mean(x²) + eps))`.
+    fn rms_norm(&self, x: &Tensor, name: &str, eps: f64) -> candle_core::Result<Tensor> {
+        let var = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let inv = (var + eps)?.sqrt()?.recip()?;
+        x.broadcast_mul(&inv)?.broadcast_mul(self.get(name))
+    }
+}
+
+/// Keys and values of every layer for a batch being sampled: `width` prompt slots (row i
+/// real in its first `lens[i]`), then one slot per generated token.
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    width: usize,
+    lens: Vec<usize>,
+    generated: usize,
+}
+
+impl KvCache {
+    /// Tokens generated so far (per row).
+    pub fn generated(&self) -> usize {
+        self.generated
     }
 }
 

@@ -1,0 +1,307 @@
+//! The sampler: batches of many prompts × N samples per prompt on the trainable decoder with
+//! a KV cache (prefill once, then one token per row per step), greedy or with temperature,
+//! top-k and top-p; stops a row on an EOS id, on a stop string, or at `max_new_tokens`.
+//!
+//! Reproducibility: each row draws from its own generator seeded by (seed, prompt index,
+//! sample index), so a sample is the same whatever batch it runs in or how many other rows
+//! there are. Greedy decoding takes the first largest logit, as `torch.argmax` does.
+
+use candle_core::Tensor;
+use tokenizers::Tokenizer;
+
+use super::TrainError;
+use super::decoder::Decoder;
+
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SampleConfig {
+    /// 0 is greedy.
+    pub temperature: f64,
+    /// 1.0 keeps every token.
+    pub top_p: f64,
+    /// 0 keeps every token.
+    pub top_k: usize,
+    pub max_new_tokens: usize,
+    pub seed: u64,
+    /// Text that ends a completion (not included in it).
+    pub stop: Vec<String>,
+    /// Rows decoded together at most (prompts × samples are split into such batches).
+    pub max_batch: usize,
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        SampleConfig {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_new_tokens: 256,
+            seed: 0,
+            stop: Vec::new(),
+            max_batch: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Eos,
+    Stop,
+    Length,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub prompt: usize,
+    pub sample: usize,
+    /// Generated token ids (an EOS id included; tokens past a stop string removed).
+    pub tokens: Vec<u32>,
+    /// The decoded completion (cut before a stop string), when a tokenizer was given.
+    pub text: Option<String>,
+    pub finish_reason: FinishReason,
+}
+
+/// splitmix64: a small, fast generator with good statistics, one per row.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64, prompt: usize, sample: usize) -> Rng {
+        let mut r = Rng(seed ^ 0x9E37_79B9_7F4A_7C15);
+        r.0 ^= r.next().wrapping_add(prompt as u64);
+        r.0 ^= r.next().wrapping_add((sample as u64) << 32);
+        Rng(r.next())
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn uniform(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The next token from one row of logits.
+fn pick(logits: &[f32], cfg: &SampleConfig, rng: &mut Rng) -> u32 {
+    let argmax = || {
+        let mut best = 0;
+        for (i, &x) in logits.iter().enumerate() {
+            if x > logits[best] {
+                best = i;
+            }
+        }
+        best as u32
+    };
+    if cfg.temperature <= 0.0 {
+        return argmax();
+    }
+    // candidates by descending logit (ties by id, as a stable sort gives)
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    if cfg.top_k > 0 {
+        order.truncate(cfg.top_k);
+    }
+    let top = logits[order[0]] as f64;
+    let mut p: Vec<f64> = order
+        .iter()
+        .map(|&i| ((logits[i] as f64 - top) / cfg.temperature).exp())
+        .collect();
+    let z: f64 = p.iter().sum();
+    p.iter_mut().for_each(|x| *x /= z);
+    if cfg.top_p < 1.0 {
+        // the smallest prefix whose mass reaches top_p (at least one token)
+        let mut mass = 0.0;
+        let mut keep = p.len();
+        for (k, x) in p.iter().enumerate() {
+            mass += x;
+            if mass >= cfg.top_p {
+                keep = k + 1;
+                break;
+            }
+        }
+        p.truncate(keep);
+        let z: f64 = p.iter().sum();
+        p.iter_mut().for_each(|x| *x /= z);
+    }
+    let u = rng.uniform();
+    let mut acc = 0.0;
+    for (k, x) in p.iter().enumerate() {
+        acc += x;
+        if u < acc {
+            return order[k] as u32;
+        }
+    }
+    order[p.len() - 1] as u32
+}
+
+/// Where a stop string first occurs in `text`, if one does.
+fn stop_at(text: &str, stop: &[String]) -> Option<usize> {
+    stop.iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+}
+
+/// Sample `n` completions of every prompt (token ids). `eos` ends a row; `tokenizer` is
+/// needed for stop strings and for the texts.
+pub fn generate(
+    model: &Decoder,
+    prompts: &[Vec<u32>],
+    n: usize,
+    eos: &[u32],
+    tokenizer: Option<&Tokenizer>,
+    cfg: &SampleConfig,
+) -> Result<Vec<Sample>, TrainError> {
+    if !cfg.stop.is_empty() && tokenizer.is_none() {
+        return Err(TrainError::Input("stop strings need the tokenizer".into()));
+    }
+    let valid = cfg.top_p > 0.0 && cfg.top_p <= 1.0 && cfg.temperature.is_finite();
+    if !valid || cfg.temperature < 0.0 {
+        return Err(TrainError::Input(
+            "temperature must be >= 0 and top_p in (0, 1]".into(),
+        ));
+    }
+    if let Some((i, _)) = prompts.iter().enumerate().find(|(_, p)| p.is_empty()) {
+        return Err(TrainError::Input(format!("prompt {i} is empty")));
+    }
+    let rows: Vec<(usize, usize)> = (0..prompts.len())
+        .flat_map(|p| (0..n).map(move |s| (p, s)))
+        .collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(cfg.max_batch.max(1)) {
+        out.extend(generate_batch(model, prompts, chunk, eos, tokenizer, cfg)?);
+    }
+    Ok(out)
+}
+
+fn generate_batch(
+    model: &Decoder,
+    prompts: &[Vec<u32>],
+    rows: &[(usize, usize)],
+    eos: &[u32],
+    tokenizer: Option<&Tokenizer>,
+    cfg: &SampleConfig,
+) -> Result<Vec<Sample>, TrainError> {
+    let b = rows.len();
+    let lens: Vec<usize> = rows.iter().map(|&(p, _)| prompts[p].len()).collect();
+    let width = *lens.iter().max().expect("a batch has rows");
+    let flat: Vec<u32> = rows
+        .iter()
+        .flat_map(|&(p, _)| {
+            let pr = &prompts[p];
+            pr.iter()
+                .copied()
+                .chain(std::iter::repeat_n(0, width - pr.len()))
+        })
+        .collect();
+    let ids = Tensor::from_vec(flat, (b, width), model.device())?;
+    let mut rngs: Vec<Rng> = rows
+        .iter()
+        .map(|&(p, s)| Rng::new(cfg.seed, p, s))
+        .collect();
+    let mut done: Vec<Option<FinishReason>> = vec![None; b];
+    let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); b];
+    let mut texts: Vec<Option<String>> = vec![None; b];
+    if cfg.max_new_tokens == 0 {
+        done.iter_mut()
+            .for_each(|d| *d = Some(FinishReason::Length));
+    }
+    let (mut logits, mut cache) = model.prefill(&ids, &lens)?;
+    while done.iter().any(Option::is_none) {
+        let rows_logits: Vec<Vec<f32>> = logits.to_vec2()?;
+        let mut next = vec![0u32; b];
+        for i in 0..b {
+            if done[i].is_some() {
+                continue; // a finished row decodes a placeholder; its output is ignored
+            }
+            let t = pick(&rows_logits[i], cfg, &mut rngs[i]);
+            next[i] = t;
+            tokens[i].push(t);
+            if eos.contains(&t) {
+                done[i] = Some(FinishReason::Eos);
+            } else if let Some(tok) = tokenizer.filter(|_| !cfg.stop.is_empty()) {
+                let text = tok
+                    .decode(&tokens[i], true)
+                    .map_err(|e| TrainError::Input(format!("decode: {e}")))?;
+                if let Some(at) = stop_at(&text, &cfg.stop) {
+                    texts[i] = Some(text[..at].to_string());
+                    done[i] = Some(FinishReason::Stop);
+                }
+            }
+            if done[i].is_none() && tokens[i].len() >= cfg.max_new_tokens {
+                done[i] = Some(FinishReason::Length);
+            }
+        }
+        if done.iter().all(Option::is_some) {
+            break;
+        }
+        logits = model.decode(&next, &mut cache)?;
+    }
+    let mut out = Vec::with_capacity(b);
+    for (i, &(p, s)) in rows.iter().enumerate() {
+        let text = match (texts[i].take(), tokenizer) {
+            (Some(t), _) => Some(t),
+            (None, Some(tok)) => Some(
+                tok.decode(&tokens[i], true)
+                    .map_err(|e| TrainError::Input(format!("decode: {e}")))?,
+            ),
+            (None, None) => None,
+        };
+        out.push(Sample {
+            prompt: p,
+            sample: s,
+            tokens: std::mem::take(&mut tokens[i]),
+            text,
+            finish_reason: done[i].expect("every row finished"),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_and_top_p_keep_only_their_tokens() {
+        let logits = [0.0f32, 3.0, 2.0, 1.0, -1.0];
+        let cfg = |k, p| SampleConfig {
+            temperature: 1.0,
+            top_k: k,
+            top_p: p,
+            ..SampleConfig::default()
+        };
+        let mut rng = Rng::new(1, 0, 0);
+        for _ in 0..500 {
+            assert!([1, 2].contains(&pick(&logits, &cfg(2, 1.0), &mut rng)));
+            // p(1) = 0.64, p(2) = 0.23: top-p 0.7 keeps two tokens
+            assert!([1, 2].contains(&pick(&logits, &cfg(0, 0.7), &mut rng)));
+            assert_eq!(pick(&logits, &cfg(0, 0.1), &mut rng), 1);
+        }
+        let greedy = SampleConfig {
+            temperature: 0.0,
+            ..SampleConfig::default()
+        };
+        assert_eq!(
+            pick(&[1.0, 5.0, 5.0], &greedy, &mut rng),
+            1,
+            "first of equal maxima"
+        );
+        // frequencies follow the softmax
+        let mut hits = [0usize; 5];
+        for _ in 0..20_000 {
+            hits[pick(&logits, &cfg(0, 1.0), &mut rng) as usize] += 1;
+        }
+        let z: f64 = logits.iter().map(|&x| (x as f64).exp()).sum();
+        for (i, &h) in hits.iter().enumerate() {
+            let want = (logits[i] as f64).exp() / z;
+            assert!((h as f64 / 20_000.0 - want).abs() < 0.015, "token {i}: {h}");
+        }
+    }
+}
