@@ -11,3 +11,4 @@ fi
 .venv-prm/bin/pip install -q "torch==2.15.0" "transformers==5.23.0" "tokenizers==0.23.3" "trl==1.16.0" numpy safetensors
 .venv-prm/bin/python tests/train/make_train_refs.py
 .venv-prm/bin/python tests/train/make_kto_refs.py
+.venv-prm/bin/python tests/train/make_optim_refs.py

@@ -317,3 +317,102 @@ fn bad_micro_batches_are_errors_not_nan() {
     };
     assert!(kto_loss(&apo, &x).is_err());
 }
+
+/// AdamW (weight decay, betas, bias correction), global-norm clipping and the cosine
+/// schedule with warmup against PyTorch's `torch.optim.AdamW`, `clip_grad_norm_` and
+/// transformers' `get_cosine_schedule_with_warmup` over five steps (tests/data/train/optim.json,
+/// from tests/train/make_optim_refs.py), gradients from 0.05 to 36 in norm (clipped and not).
+#[test]
+fn adamw_clipping_and_schedule_equal_pytorch() {
+    use std::collections::BTreeMap;
+    use stepkto::train::optim::{Accumulated, AdamW, OptimConfig, Schedule, learning_rate};
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/train/optim.json");
+    let e: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let flat = |v: &Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| match r.as_array() {
+                Some(row) => row
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect::<Vec<_>>(),
+                None => vec![r.as_f64().unwrap() as f32],
+            })
+            .collect()
+    };
+    let dev = Device::Cpu;
+    let mut params = BTreeMap::new();
+    params.insert(
+        "a".to_string(),
+        Var::from_vec(flat(&e["a"]), (3, 4), &dev).unwrap(),
+    );
+    params.insert(
+        "b".to_string(),
+        Var::from_vec(flat(&e["b"]), 5, &dev).unwrap(),
+    );
+    let cfg = OptimConfig {
+        learning_rate: 1e-2,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        max_grad_norm: 1.0,
+        warmup_steps: 2,
+        schedule: Schedule::Cosine,
+        grad_accumulation: 1,
+    };
+    let mut opt = AdamW::new(cfg.clone());
+    for (step, g) in e["grads"].as_array().unwrap().iter().enumerate() {
+        let lr = learning_rate(&cfg, step, 5);
+        let want_lr = e["lrs"][step].as_f64().unwrap();
+        assert!(
+            (lr - want_lr).abs() < 1e-12,
+            "step {step}: lr {lr} vs {want_lr}"
+        );
+        // the gradients as a loss would give them: d(sum(p * g))/dp = g
+        let ga = Tensor::from_vec(flat(&g[0]), (3, 4), &dev).unwrap();
+        let gb = Tensor::from_vec(flat(&g[1]), 5, &dev).unwrap();
+        let loss = ((params["a"].as_tensor() * &ga).unwrap().sum_all().unwrap()
+            + (params["b"].as_tensor() * &gb).unwrap().sum_all().unwrap())
+        .unwrap();
+        // split over two micro-batches: the mean of (2 g, 0) is g
+        let mut acc = Accumulated::default();
+        acc.add(&params, &(loss.clone() * 2.0).unwrap().backward().unwrap())
+            .unwrap();
+        acc.add(&params, &(loss * 0.0).unwrap().backward().unwrap())
+            .unwrap();
+        let norm = opt.step(&params, acc, lr).unwrap();
+        let want = e["norms"][step].as_f64().unwrap();
+        assert!(
+            (norm - want).abs() < 1e-5 * want.max(1.0),
+            "step {step}: norm {norm} vs {want}"
+        );
+    }
+    for (name, key) in [("a", "final_a"), ("b", "final_b")] {
+        let got: Vec<f32> = params[name]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (g, w) in got.iter().zip(flat(&e[key])) {
+            assert!((g - w).abs() < 2e-6, "{name}: {g} vs PyTorch {w}");
+        }
+    }
+    // the state round-trips
+    let (state, steps) = opt.state();
+    assert_eq!(steps, 5);
+    assert_eq!(state.len(), 4);
+    let mut again = AdamW::restore(cfg, state, steps);
+    assert_eq!(again.steps(), 5);
+    // a NaN gradient is an error and leaves the parameters as they were
+    let before: Vec<f32> = params["b"].as_tensor().to_vec1().unwrap();
+    let nan = Tensor::from_vec(vec![f32::NAN; 5], 5, &dev).unwrap();
+    let loss = (params["b"].as_tensor() * &nan).unwrap().sum_all().unwrap();
+    let mut acc = Accumulated::default();
+    acc.add(&params, &loss.backward().unwrap()).unwrap();
+    assert!(again.step(&params, acc, 1e-2).is_err());
+    assert_eq!(params["b"].as_tensor().to_vec1::<f32>().unwrap(), before);
+    assert_eq!(again.steps(), 5);
+}

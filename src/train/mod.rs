@@ -5,6 +5,7 @@
 
 pub mod decoder;
 pub mod loss;
+pub mod optim;
 pub mod sample;
 
 /// Why training or loading a trainable model failed.
