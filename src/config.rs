@@ -33,6 +33,10 @@ pub enum Command {
     /// Evaluate a judge (ProcessBench) or compute the flawed-step rate of a labelled file.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Sample completions from a causal LM for problems or raw prompts in a JSONL file.
+    Generate(GenerateArgs),
+    /// The summed log-probability of each completion given its prompt under a causal LM.
+    Logprobs(LogprobsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -50,6 +54,61 @@ pub struct JudgeArgs {
     pub threshold: f64,
     #[command(flatten)]
     pub budget: BudgetArgs,
+}
+
+/// The system prompt `stepkto generate` gives problems (the Step-KTO paper's).
+pub const DEFAULT_SYSTEM: &str =
+    "Please reason step by step, and put your final answer within \\boxed{}.";
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A Hugging Face directory of a Llama, Qwen2 or Mistral causal LM.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Input JSONL: {"id", "problem"} (rendered with the model's chat template) or
+    /// {"id", "prompt"} (raw text).
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Output JSONL (stdout when absent).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Completions per line.
+    #[arg(long, default_value_t = 1)]
+    pub samples: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// 0 keeps every token.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 512)]
+    pub max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Text that ends a completion (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// The system message for problems.
+    #[arg(long, default_value = DEFAULT_SYSTEM)]
+    pub system: String,
+    /// Sequences decoded together at most.
+    #[arg(long, default_value_t = 64)]
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct LogprobsArgs {
+    /// A Hugging Face directory of a Llama, Qwen2 or Mistral causal LM.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Input JSONL: {"id", "prompt", "completion"} (raw text).
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Output JSONL (stdout when absent).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,6 +19,8 @@ fn main() -> std::process::ExitCode {
         Command::Check(args) => stepkto::cli::check(args).map_err(Into::into),
         Command::Judge(args) => stepkto::cli::judge::judge(args).map_err(Into::into),
         Command::Eval(cmd) => stepkto::cli::judge::eval(cmd).map_err(Into::into),
+        Command::Generate(args) => stepkto::cli::train::generate(args).map_err(Into::into),
+        Command::Logprobs(args) => stepkto::cli::train::logprobs(args).map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

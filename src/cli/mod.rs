@@ -2,6 +2,7 @@
 //! per-line error object instead of aborting the run.
 
 pub mod judge;
+pub mod train;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
@@ -33,6 +34,8 @@ pub enum CliError {
     Judge(#[from] crate::judge::JudgeError),
     #[error("{0}")]
     Device(#[from] crate::devices::DeviceError),
+    #[error("{0}")]
+    Train(#[from] crate::train::TrainError),
 }
 
 #[derive(Debug, Deserialize)]

@@ -85,6 +85,16 @@ impl ChatTemplate {
     }
 
     pub fn render(&self, messages: &[(&str, &str)]) -> Result<String, ModelError> {
+        self.render_with(messages, false)
+    }
+
+    /// As [`ChatTemplate::render`]; with `add_generation_prompt` the template opens the
+    /// assistant's turn (what a sampler continues).
+    pub fn render_with(
+        &self,
+        messages: &[(&str, &str)],
+        add_generation_prompt: bool,
+    ) -> Result<String, ModelError> {
         let msgs: Vec<_> = messages
             .iter()
             .map(|&(role, content)| context! { role => role, content => content })
@@ -92,7 +102,7 @@ impl ChatTemplate {
         let t = self.env.get_template("chat").map_err(tmpl_err)?;
         t.render(context! {
             messages => msgs,
-            add_generation_prompt => false,
+            add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos,
             eos_token => &self.eos,
         })

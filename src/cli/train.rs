@@ -1,0 +1,176 @@
+//! `stepkto generate` and `stepkto logprobs`: the trainer's sampler and log-probabilities
+//! over JSONL files, one output line per input line (or per sample), in order; a bad line
+//! gets an error object and the run goes on.
+
+use candle_core::{Device, Tensor};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokenizers::Tokenizer;
+
+use super::{CliError, output, read_lines, write_line};
+use crate::config::{GenerateArgs, LogprobsArgs};
+use crate::model::chat::ChatTemplate;
+use crate::model::{eos_ids, load_tokenizer};
+use crate::train::decoder::Decoder;
+use crate::train::sample::{SampleConfig, generate as sample};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateLine {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    problem: Option<String>,
+    #[serde(default)]
+    prompt: Option<String>,
+    /// MATH-500's other fields are allowed and ignored.
+    #[serde(default, rename = "answer")]
+    _answer: Option<Value>,
+    #[serde(default, rename = "solution")]
+    _solution: Option<Value>,
+    #[serde(default, rename = "subject")]
+    _subject: Option<Value>,
+    #[serde(default, rename = "level")]
+    _level: Option<Value>,
+    #[serde(default, rename = "unique_id")]
+    _unique_id: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogprobsLine {
+    #[serde(default)]
+    id: Option<Value>,
+    prompt: String,
+    completion: String,
+}
+
+fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, String> {
+    tok.encode(text, false)
+        .map(|e| e.get_ids().to_vec())
+        .map_err(|e| format!("tokenize: {e}"))
+}
+
+/// The token ids of one generate line: a problem rendered with the chat template, or a raw
+/// prompt.
+fn prompt_ids(
+    line: &GenerateLine,
+    tok: &Tokenizer,
+    chat: Option<&ChatTemplate>,
+    system: &str,
+) -> Result<Vec<u32>, String> {
+    let text = match (&line.problem, &line.prompt) {
+        (Some(p), None) => {
+            let chat = chat.ok_or(
+                "the model has no chat template: give a raw \"prompt\" instead of a \"problem\"",
+            )?;
+            chat.render_with(&[("system", system), ("user", p)], true)
+                .map_err(|e| e.to_string())?
+        }
+        (None, Some(p)) => p.clone(),
+        _ => return Err("a line needs exactly one of \"problem\" and \"prompt\"".into()),
+    };
+    let ids = encode(tok, &text)?;
+    if ids.is_empty() {
+        return Err("the prompt has no tokens".into());
+    }
+    Ok(ids)
+}
+
+/// `stepkto generate`.
+pub fn generate(args: &GenerateArgs) -> Result<(), CliError> {
+    let model = Decoder::load(&args.model, &Device::Cpu)?;
+    let tok = load_tokenizer(&args.model).map_err(crate::train::TrainError::from)?;
+    let chat = ChatTemplate::load(&args.model, None).map_err(crate::train::TrainError::from)?;
+    let eos = eos_ids(&args.model, &tok);
+    let cfg = SampleConfig {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        max_new_tokens: args.max_new_tokens,
+        seed: args.seed,
+        stop: args.stop.clone(),
+        max_batch: args.max_batch,
+    };
+    // every line parsed first: the valid prompts are sampled together
+    let lines: Vec<(Option<Value>, Result<Vec<u32>, String>)> = read_lines(&args.input)?
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| match serde_json::from_str::<GenerateLine>(l) {
+            Ok(g) => (
+                g.id.clone(),
+                prompt_ids(&g, &tok, chat.as_ref(), &args.system),
+            ),
+            Err(e) => (None, Err(format!("bad line: {e}"))),
+        })
+        .collect();
+    let prompts: Vec<Vec<u32>> = lines
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().cloned())
+        .collect();
+    let mut samples = sample(&model, &prompts, args.samples, &eos, Some(&tok), &cfg)?.into_iter();
+    let mut out = output(args.output.as_deref())?;
+    for (id, r) in &lines {
+        match r {
+            Err(e) => write_line(&mut *out, &json!({"id": id, "error": e}))?,
+            Ok(_) => {
+                for _ in 0..args.samples {
+                    let s = samples.next().expect("a sample per prompt and index");
+                    write_line(
+                        &mut *out,
+                        &json!({"id": id, "sample": s.sample, "completion": s.text,
+                            "tokens": s.tokens.len(), "finish_reason": s.finish_reason}),
+                    )?;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The summed log-probability of `completion`'s tokens: the tokens of prompt + completion
+/// after the first `len(tokenize(prompt))`.
+fn completion_logprob(
+    model: &Decoder,
+    tok: &Tokenizer,
+    line: &LogprobsLine,
+) -> Result<(f64, usize), String> {
+    let prompt = encode(tok, &line.prompt)?;
+    let all = encode(tok, &format!("{}{}", line.prompt, line.completion))?;
+    let n = all.len().saturating_sub(prompt.len());
+    if n == 0 || prompt.is_empty() {
+        return Err("the prompt and the completion each need at least one token".into());
+    }
+    let len = all.len();
+    let ids = Tensor::from_vec(all, (1, len), model.device()).map_err(|e| e.to_string())?;
+    let lp = model
+        .token_logprobs_detached(&ids)
+        .map_err(|e| e.to_string())?
+        .narrow(1, len - 1 - n, n)
+        .and_then(|t| t.sum_all()?.to_scalar::<f32>())
+        .map_err(|e| e.to_string())?;
+    Ok((lp as f64, n))
+}
+
+/// `stepkto logprobs`.
+pub fn logprobs(args: &LogprobsArgs) -> Result<(), CliError> {
+    let model = Decoder::load(&args.model, &Device::Cpu)?;
+    let tok = load_tokenizer(&args.model).map_err(crate::train::TrainError::from)?;
+    let mut out = output(args.output.as_deref())?;
+    for l in read_lines(&args.input)?
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+    {
+        let v = match serde_json::from_str::<LogprobsLine>(l) {
+            Err(e) => json!({"id": null, "error": format!("bad line: {e}")}),
+            Ok(line) => match completion_logprob(&model, &tok, &line) {
+                Ok((lp, n)) => json!({"id": line.id, "logprob": lp, "tokens": n}),
+                Err(e) => json!({"id": line.id, "error": e}),
+            },
+        };
+        write_line(&mut *out, &v)?;
+    }
+    out.flush()?;
+    Ok(())
+}
