@@ -77,6 +77,9 @@ fn prompt_ids(
     Ok(ids)
 }
 
+/// A generate line's id and its prompt's token ids, or why it has none.
+type ParsedLine = (Option<Value>, Result<Vec<u32>, String>);
+
 /// `stepkto generate`.
 pub fn generate(args: &GenerateArgs) -> Result<(), CliError> {
     let model = Decoder::load(&args.model, &Device::Cpu)?;
@@ -93,7 +96,7 @@ pub fn generate(args: &GenerateArgs) -> Result<(), CliError> {
         max_batch: args.max_batch,
     };
     // every line parsed first: the valid prompts are sampled together
-    let lines: Vec<(Option<Value>, Result<Vec<u32>, String>)> = read_lines(&args.input)?
+    let lines: Vec<ParsedLine> = read_lines(&args.input)?
         .iter()
         .filter(|l| !l.trim().is_empty())
         .map(|l| match serde_json::from_str::<GenerateLine>(l) {
