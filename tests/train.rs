@@ -405,3 +405,172 @@ fn seeded_samples_reproduce_and_stop() {
     assert!(generate(&m, &[vec![]], 1, &[], None, &cfg).is_err());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+mod steps {
+    use super::*;
+    use stepkto::train::loss::{KtoConfig, StepConfig};
+    use stepkto::train::optim::{AdamW, OptimConfig};
+    use stepkto::train::step::{Example, Method, RefLogps, optimizer_step, reference_logps};
+
+    fn examples() -> Vec<Example> {
+        let ex = |p: &[u32], c: &[u32], d: bool, steps: &[(usize, usize)], ok: &[bool]| Example {
+            prompt: p.to_vec(),
+            completion: c.to_vec(),
+            desirable: d,
+            steps: steps.to_vec(),
+            step_correct: ok.to_vec(),
+        };
+        vec![
+            ex(
+                &[5, 9, 11],
+                &[40, 41, 42, 43, 44, 45],
+                true,
+                &[(0, 3), (3, 3)],
+                &[true, false],
+            ),
+            ex(
+                &[7, 8],
+                &[50, 51, 52, 53],
+                false,
+                &[(0, 2), (2, 2)],
+                &[true, false],
+            ),
+            ex(&[100, 3, 4, 5], &[60, 61, 62], true, &[(0, 3)], &[true]),
+            ex(&[12, 13], &[70, 71, 72, 73, 74], false, &[(0, 5)], &[false]),
+            ex(&[21, 22, 23], &[80, 81], true, &[(0, 2)], &[true]),
+        ]
+    }
+
+    fn model() -> (Decoder, PathBuf) {
+        let e = expected();
+        let dir = write(&e["cases"]["llama3"], false);
+        (Decoder::load(&dir, &Device::Cpu).unwrap(), dir)
+    }
+
+    /// `steps` optimiser steps of `method` over the examples (micro-batches of 3 and 2, one
+    /// accumulated step each); returns the trained model and the last metrics.
+    fn train(
+        method: &Method,
+        steps: usize,
+    ) -> (Decoder, Vec<RefLogps>, stepkto::train::step::Metrics) {
+        let (policy, dir) = model();
+        let (reference, _) = model();
+        let ex = examples();
+        let refs = reference_logps(&reference, &ex, 3).unwrap();
+        let cfg = OptimConfig {
+            learning_rate: 2e-3,
+            max_grad_norm: 10.0,
+            ..OptimConfig::default()
+        };
+        let mut opt = AdamW::new(cfg);
+        let mut last = Default::default();
+        for _ in 0..steps {
+            let mbs = vec![
+                (ex[..3].iter().collect(), refs[..3].iter().collect()),
+                (ex[3..].iter().collect(), refs[3..].iter().collect()),
+            ];
+            last = optimizer_step(&policy, &mut opt, method, &mbs, 2e-3).unwrap();
+        }
+        let _ = std::fs::remove_dir_all(dir);
+        (policy, refs, last)
+    }
+
+    fn now(m: &Decoder) -> Vec<RefLogps> {
+        reference_logps(m, &examples(), 3).unwrap()
+    }
+
+    fn weights(m: &Decoder) -> Vec<Vec<f32>> {
+        m.params()
+            .values()
+            .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
+    }
+
+    /// KTO raises the desirable completions' log-probabilities and lowers the undesirable
+    /// ones'; metrics carry TRL's names.
+    #[test]
+    fn kto_moves_each_completion_the_right_way() {
+        let (m, refs, metrics) = train(&Method::Kto(KtoConfig::default()), 6);
+        for (i, (e, (a, b))) in examples().iter().zip(now(&m).iter().zip(&refs)).enumerate() {
+            let d = a.completion - b.completion;
+            assert!(
+                if e.desirable { d > 0.0 } else { d < 0.0 },
+                "example {i}: {d}"
+            );
+        }
+        for k in [
+            "loss",
+            "kl",
+            "rewards/chosen",
+            "rewards/rejected",
+            "rewards/margins",
+            "logps/chosen",
+            "grad_norm",
+            "learning_rate",
+        ] {
+            assert!(
+                metrics.get(k).is_some_and(|v| v.is_finite()),
+                "{k}: {metrics:?}"
+            );
+        }
+        assert!(metrics["rewards/margins"] > 0.0, "{metrics:?}");
+    }
+
+    /// λ_step = 0 trains exactly as KTO (same weights bit for bit), and a run is
+    /// deterministic; with λ_step > 0 a wrong step of a desirable completion loses
+    /// probability relative to KTO, and relative to its correct step.
+    #[test]
+    fn step_kto_lambda_zero_is_kto_and_the_step_term_acts_on_steps() {
+        let kto = Method::Kto(KtoConfig::default());
+        let zero = Method::StepKto(
+            KtoConfig::default(),
+            StepConfig {
+                lambda_step: 0.0,
+                ..StepConfig::default()
+            },
+        );
+        let (a, _, _) = train(&kto, 3);
+        let (b, _, _) = train(&zero, 3);
+        assert_eq!(weights(&a), weights(&b), "lambda 0 = KTO");
+        let (c, _, _) = train(&kto, 3);
+        assert_eq!(weights(&a), weights(&c), "deterministic");
+        let step = Method::StepKto(
+            KtoConfig::default(),
+            StepConfig {
+                lambda_step: 2.0,
+                ..StepConfig::default()
+            },
+        );
+        let (s, _, metrics) = train(&step, 3);
+        assert!(metrics["step_term"].is_finite());
+        let (ka, sa) = (now(&a), now(&s));
+        // example 0: desirable, step 0 correct, step 1 wrong
+        assert!(
+            sa[0].steps[1] < ka[0].steps[1],
+            "wrong step: step-kto {} vs kto {}",
+            sa[0].steps[1],
+            ka[0].steps[1]
+        );
+        // and relative to its correct step (the two share every parameter, so only the
+        // difference is the step term's to decide)
+        let gap = |r: &RefLogps| r.steps[1] - r.steps[0];
+        assert!(
+            gap(&sa[0]) < gap(&ka[0]),
+            "step-kto {} vs kto {}",
+            gap(&sa[0]),
+            gap(&ka[0])
+        );
+    }
+
+    #[test]
+    fn sft_lowers_its_loss() {
+        let (_, _, first) = train(&Method::Sft, 1);
+        let (_, _, later) = train(&Method::Sft, 8);
+        assert!(
+            later["loss"] < first["loss"],
+            "{} -> {}",
+            first["loss"],
+            later["loss"]
+        );
+    }
+}

@@ -7,6 +7,7 @@ pub mod decoder;
 pub mod loss;
 pub mod optim;
 pub mod sample;
+pub mod step;
 
 /// Why training or loading a trainable model failed.
 #[derive(Debug, thiserror::Error)]
