@@ -574,3 +574,53 @@ mod steps {
         );
     }
 }
+
+/// The first half of scripts/check_saved_in_transformers.sh: three KTO steps on the tied
+/// Llama, saved to $STEPKTO_KEEP_SAVED with stepkto's log-probabilities of one sequence; the
+/// script loads the directory in transformers and compares. Ignored in the suite (it needs
+/// torch); the script runs it.
+#[test]
+#[ignore = "run by scripts/check_saved_in_transformers.sh"]
+fn save_a_trained_checkpoint_for_transformers() {
+    let out = std::env::var("STEPKTO_KEEP_SAVED").expect("STEPKTO_KEEP_SAVED=DIR");
+    use stepkto::train::loss::KtoConfig;
+    use stepkto::train::optim::{AdamW, OptimConfig};
+    use stepkto::train::step::{Example, Method, optimizer_step, reference_logps};
+    let e = expected();
+    let dir = write(&e["cases"]["llama-tied"], false);
+    let m = Decoder::load(&dir, &Device::Cpu).unwrap();
+    let ex = vec![
+        Example {
+            prompt: vec![5, 9],
+            completion: vec![40, 41, 42],
+            desirable: true,
+            steps: vec![],
+            step_correct: vec![],
+        },
+        Example {
+            prompt: vec![7, 8],
+            completion: vec![50, 51],
+            desirable: false,
+            steps: vec![],
+            step_correct: vec![],
+        },
+    ];
+    let refs = reference_logps(&m, &ex, 2).unwrap();
+    let mut opt = AdamW::new(OptimConfig {
+        learning_rate: 1e-2,
+        ..OptimConfig::default()
+    });
+    for _ in 0..3 {
+        let mb = vec![(ex.iter().collect(), refs.iter().collect())];
+        optimizer_step(&m, &mut opt, &Method::Kto(KtoConfig::default()), &mb, 1e-2).unwrap();
+    }
+    let out = PathBuf::from(out);
+    m.save(&out).unwrap();
+    let row = &e["cases"]["llama-tied"]["sequences"][0];
+    std::fs::write(
+        out.join("stepkto_logprobs.json"),
+        serde_json::to_string(&serde_json::json!({"ids": row, "logprobs": logprobs(&m, row)}))
+            .unwrap(),
+    )
+    .unwrap();
+}
