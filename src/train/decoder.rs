@@ -266,10 +266,21 @@ impl Decoder {
             }
             *slot = Some((k.clone(), v.clone()));
         }
-        let (k, v) = (repeat_kv(&k, nh / nkv)?, repeat_kv(&v, nh / nkv)?);
-        let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?;
-        let probs = softmax(&scores.broadcast_add(mask)?)?;
-        let out = probs.matmul(&v.contiguous()?)?;
+        // grouped-query attention without copying keys and values per query head: the `rep`
+        // query heads of each key/value head are stacked along the rows, (b, nkv, rep t, hd)
+        let rep = nh / nkv;
+        let s = k.dim(2)?;
+        let q = q.contiguous()?.reshape((b, nkv, rep * t, hd))?;
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+        let scores = scores.reshape((b, nkv, rep, t, s))?;
+        // the mask is (t, s) or (b, 1, t, s): it broadcasts over kv heads and groups as
+        // (t, s) or (b, 1, 1, t, s)
+        let mask = match mask.rank() {
+            4 => mask.unsqueeze(2)?,
+            _ => mask.clone(),
+        };
+        let probs = softmax(&scores.broadcast_add(&mask)?)?.reshape((b, nkv, rep * t, s))?;
+        let out = probs.matmul(&v.contiguous()?)?.reshape((b, nh, t, hd))?;
         let out = out.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         w.linear(&out, &format!("{p}.self_attn.o_proj"))
     }
@@ -469,17 +480,6 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     );
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
     x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
-}
-
-/// Grouped-query attention: each of `nkv` key/value heads serves `rep` query heads.
-fn repeat_kv(x: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
-    if rep == 1 {
-        return Ok(x.clone());
-    }
-    let (b, nkv, t, hd) = x.dims4()?;
-    x.unsqueeze(2)?
-        .broadcast_as((b, nkv, rep, t, hd))?
-        .reshape((b, nkv * rep, t, hd))
 }
 
 /// Softmax over the last axis from differentiable ops; the max subtracted is detached (the
