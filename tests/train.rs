@@ -624,3 +624,33 @@ fn save_a_trained_checkpoint_for_transformers() {
     )
     .unwrap();
 }
+
+/// No row grows past the model's context, whatever `max_new_tokens` asks; a prompt that
+/// fills the context is refused.
+#[test]
+fn sampling_stops_at_the_model_context() {
+    use stepkto::train::sample::{FinishReason, SampleConfig, generate};
+    let dir = tiny::temp_dir("math-shepherd-bpe");
+    tiny::write_checkpoint_with(
+        "math-shepherd-bpe",
+        &dir,
+        false,
+        &serde_json::json!({"max_position_embeddings": 24}),
+    );
+    let m = Decoder::load(&dir, &Device::Cpu).unwrap();
+    let cfg = SampleConfig {
+        temperature: 0.0,
+        max_new_tokens: 1_000_000,
+        ..SampleConfig::default()
+    };
+    let out = generate(&m, &[vec![5, 6, 7], vec![9; 10]], 1, &[], None, &cfg).unwrap();
+    assert_eq!(out[0].tokens.len(), 21);
+    assert_eq!(out[1].tokens.len(), 14);
+    assert!(out.iter().all(|s| s.finish_reason == FinishReason::Length));
+    let err = generate(&m, &[vec![5; 24]], 1, &[], None, &cfg)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("context"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -12,7 +12,7 @@ use crate::config::{GenerateArgs, LogprobsArgs};
 use crate::model::chat::ChatTemplate;
 use crate::model::{eos_ids, load_tokenizer};
 use crate::train::decoder::Decoder;
-use crate::train::sample::{SampleConfig, generate as sample};
+use crate::train::sample::{SampleConfig, generate_keyed as sample};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,38 +95,63 @@ pub fn generate(args: &GenerateArgs) -> Result<(), CliError> {
         stop: args.stop.clone(),
         max_batch: args.max_batch,
     };
-    // every line parsed first: the valid prompts are sampled together
+    let context = model.config.max_position_embeddings;
     let lines: Vec<ParsedLine> = read_lines(&args.input)?
         .iter()
         .filter(|l| !l.trim().is_empty())
         .map(|l| match serde_json::from_str::<GenerateLine>(l) {
-            Ok(g) => (
-                g.id.clone(),
-                prompt_ids(&g, &tok, chat.as_ref(), &args.system),
-            ),
+            Ok(g) => {
+                let ids = prompt_ids(&g, &tok, chat.as_ref(), &args.system).and_then(|ids| {
+                    if ids.len() < context {
+                        Ok(ids)
+                    } else {
+                        Err(format!(
+                            "the prompt has {} tokens, the model's context is {context}",
+                            ids.len()
+                        ))
+                    }
+                });
+                (g.id.clone(), ids)
+            }
             Err(e) => (None, Err(format!("bad line: {e}"))),
         })
         .collect();
-    let prompts: Vec<Vec<u32>> = lines
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().ok().cloned())
-        .collect();
-    let mut samples = sample(&model, &prompts, args.samples, &eos, Some(&tok), &cfg)?.into_iter();
     let mut out = output(args.output.as_deref())?;
-    for (id, r) in &lines {
-        match r {
-            Err(e) => write_line(&mut *out, &json!({"id": id, "error": e}))?,
-            Ok(_) => {
-                for _ in 0..args.samples {
-                    let s = samples.next().expect("a sample per prompt and index");
-                    write_line(
-                        &mut *out,
-                        &json!({"id": id, "sample": s.sample, "completion": s.text,
-                            "tokens": s.tokens.len(), "finish_reason": s.finish_reason}),
-                    )?;
-                }
+    // sampled and written a part at a time, each prompt seeded by its line
+    let part = (args.max_batch / args.samples.max(1)).max(1);
+    for (p, chunk) in lines.chunks(part).enumerate() {
+        let (mut prompts, mut keys) = (Vec::new(), Vec::new());
+        for (i, (_, r)) in chunk.iter().enumerate() {
+            if let Ok(ids) = r {
+                prompts.push(ids.clone());
+                keys.push((p * part + i) as u64);
             }
         }
+        let mut samples = sample(
+            &model,
+            &prompts,
+            &keys,
+            args.samples,
+            &eos,
+            Some(&tok),
+            &cfg,
+        )?
+        .into_iter();
+        for (id, r) in chunk {
+            if let Err(e) = r {
+                write_line(&mut *out, &json!({"id": id, "error": e}))?;
+                continue;
+            }
+            for _ in 0..args.samples {
+                let s = samples.next().expect("a sample per prompt and index");
+                write_line(
+                    &mut *out,
+                    &json!({"id": id, "sample": s.sample, "completion": s.text,
+                        "tokens": s.tokens.len(), "finish_reason": s.finish_reason}),
+                )?;
+            }
+        }
+        out.flush()?;
     }
     out.flush()?;
     Ok(())

@@ -190,7 +190,17 @@ impl ModelConfig {
 /// Rotary cos and sin tables `(len, inv_freq.len())`, row-major; the angle is the f32
 /// product position * inv_freq, as the reference computes it.
 pub fn rotary_tables(inv_freq: &[f32], len: usize) -> (Vec<f32>, Vec<f32>) {
-    let ang: Vec<f32> = (0..len)
+    rotary_rows(inv_freq, 0..len)
+}
+
+/// As [`rotary_tables`] for the given positions only, one row each (a decoding step needs
+/// one row per sequence, not the table up to the longest).
+pub fn rotary_rows(
+    inv_freq: &[f32],
+    positions: impl IntoIterator<Item = usize>,
+) -> (Vec<f32>, Vec<f32>) {
+    let ang: Vec<f32> = positions
+        .into_iter()
         .flat_map(|p| inv_freq.iter().map(move |f| p as f32 * f))
         .collect();
     (

@@ -19,7 +19,7 @@ use candle_core::{D, DType, Device, Tensor, Var};
 
 use super::TrainError;
 use crate::model::ModelError;
-use crate::model::config::{ModelConfig, rotary_tables};
+use crate::model::config::{ModelConfig, rotary_rows};
 use crate::model::cpu::attention::causal_mask;
 use crate::model::cpu::map_weights;
 use crate::model::weights::{load_err, not_local, weight_files};
@@ -228,21 +228,16 @@ impl Decoder {
     /// Full-width rotary tables `(positions, head_dim)`: the half tables twice, as
     /// transformers concatenates them.
     fn rotary(&self, positions: &[usize]) -> candle_core::Result<(Tensor, Tensor)> {
-        let top = positions.iter().max().map_or(0, |m| m + 1);
-        let (cos, sin) = rotary_tables(&self.inv_freq, top);
+        let (cos, sin) = rotary_rows(&self.inv_freq, positions.iter().copied());
         let half = self.inv_freq.len();
         let table = |v: Vec<f32>| -> candle_core::Result<Tensor> {
-            let rows: Vec<f32> = positions
-                .iter()
-                .flat_map(|&p| v[p * half..(p + 1) * half].iter().copied())
-                .collect();
-            let h = Tensor::from_vec(rows, (positions.len(), half), &self.device)?;
+            let h = Tensor::from_vec(v, (positions.len(), half), &self.device)?;
             Tensor::cat(&[&h, &h], 1)
         };
         Ok((table(cos)?, table(sin)?))
     }
 
-    /// `at` = (cos, sin, mask) as [`Decoder::run`] takes them.
+    /// One layer's self-attention; (cos, sin, mask) as [`Decoder::run`] takes them.
     fn attention(
         &self,
         w: &Weights,
@@ -384,7 +379,8 @@ impl Decoder {
 
     /// Write a Hugging Face directory transformers, `stepkto judge` and [`Decoder::load`]
     /// read: `config.json`, the tokenizer files of the source, `model.safetensors`. Written
-    /// into a temporary sibling and renamed, so `dir` is never half written.
+    /// into a temporary sibling and renamed, so `dir` is never half written; `dir` may be
+    /// the directory the model was loaded from.
     pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
         let name = dir
             .file_name()
@@ -413,10 +409,15 @@ impl Decoder {
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
         candle_core::safetensors::save(&tensors, tmp.join("model.safetensors"))?;
+        // an existing directory is moved aside, not deleted, until the new one is in place:
+        // a crash in between leaves one of the two whole
+        let old = parent.join(format!(".{}.old", name.to_string_lossy()));
+        let _ = std::fs::remove_dir_all(&old);
         if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+            std::fs::rename(dir, &old).map_err(|e| TrainError::io(dir, e))?;
         }
         std::fs::rename(&tmp, dir).map_err(|e| TrainError::io(dir, e))?;
+        let _ = std::fs::remove_dir_all(&old);
         Ok(())
     }
 }

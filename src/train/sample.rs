@@ -1,6 +1,7 @@
 //! The sampler: batches of many prompts × N samples per prompt on the trainable decoder with
 //! a KV cache (prefill once, then one token per row per step), greedy or with temperature,
-//! top-k and top-p; stops a row on an EOS id, on a stop string, or at `max_new_tokens`.
+//! top-k and top-p; stops a row on an EOS id, on a stop string, at `max_new_tokens`, or at
+//! the model's context (`max_position_embeddings`), whichever comes first.
 //!
 //! Reproducibility: each row draws from its own generator seeded by (seed, prompt index,
 //! sample index), so a sample is the same whatever batch it runs in or how many other rows
@@ -66,9 +67,9 @@ pub struct Sample {
 struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64, prompt: usize, sample: usize) -> Rng {
+    fn new(seed: u64, prompt: u64, sample: usize) -> Rng {
         let mut r = Rng(seed ^ 0x9E37_79B9_7F4A_7C15);
-        r.0 ^= r.next().wrapping_add(prompt as u64);
+        r.0 ^= r.next().wrapping_add(prompt);
         r.0 ^= r.next().wrapping_add((sample as u64) << 32);
         Rng(r.next())
     }
@@ -149,7 +150,7 @@ fn stop_at(text: &str, stop: &[String]) -> Option<usize> {
 }
 
 /// Sample `n` completions of every prompt (token ids). `eos` ends a row; `tokenizer` is
-/// needed for stop strings and for the texts.
+/// needed for stop strings and for the texts. Prompt i's samples are seeded by (seed, i).
 pub fn generate(
     model: &Decoder,
     prompts: &[Vec<u32>],
@@ -158,6 +159,29 @@ pub fn generate(
     tokenizer: Option<&Tokenizer>,
     cfg: &SampleConfig,
 ) -> Result<Vec<Sample>, TrainError> {
+    let keys: Vec<u64> = (0..prompts.len() as u64).collect();
+    generate_keyed(model, prompts, &keys, n, eos, tokenizer, cfg)
+}
+
+/// As [`generate`], prompt i's samples seeded by (seed, `keys[i]`): a caller that samples a
+/// file in parts keys each prompt by its line, so that a sample does not depend on which
+/// part it was in or on the lines before it.
+pub fn generate_keyed(
+    model: &Decoder,
+    prompts: &[Vec<u32>],
+    keys: &[u64],
+    n: usize,
+    eos: &[u32],
+    tokenizer: Option<&Tokenizer>,
+    cfg: &SampleConfig,
+) -> Result<Vec<Sample>, TrainError> {
+    if keys.len() != prompts.len() {
+        return Err(TrainError::Input(format!(
+            "{} keys for {} prompts",
+            keys.len(),
+            prompts.len()
+        )));
+    }
     if !cfg.stop.is_empty() && tokenizer.is_none() {
         return Err(TrainError::Input("stop strings need the tokenizer".into()));
     }
@@ -170,12 +194,21 @@ pub fn generate(
     if let Some((i, _)) = prompts.iter().enumerate().find(|(_, p)| p.is_empty()) {
         return Err(TrainError::Input(format!("prompt {i} is empty")));
     }
+    let context = model.config.max_position_embeddings;
+    if let Some((i, p)) = prompts.iter().enumerate().find(|(_, p)| p.len() >= context) {
+        return Err(TrainError::Input(format!(
+            "prompt {i} has {} tokens, the model's context is {context}",
+            p.len()
+        )));
+    }
     let rows: Vec<(usize, usize)> = (0..prompts.len())
         .flat_map(|p| (0..n).map(move |s| (p, s)))
         .collect();
     let mut out = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(cfg.max_batch.max(1)) {
-        out.extend(generate_batch(model, prompts, chunk, eos, tokenizer, cfg)?);
+        out.extend(generate_batch(
+            model, prompts, keys, chunk, eos, tokenizer, cfg,
+        )?);
     }
     Ok(out)
 }
@@ -183,6 +216,7 @@ pub fn generate(
 fn generate_batch(
     model: &Decoder,
     prompts: &[Vec<u32>],
+    keys: &[u64],
     rows: &[(usize, usize)],
     eos: &[u32],
     tokenizer: Option<&Tokenizer>,
@@ -203,7 +237,7 @@ fn generate_batch(
     let ids = Tensor::from_vec(flat, (b, width), model.device())?;
     let mut rngs: Vec<Rng> = rows
         .iter()
-        .map(|&(p, s)| Rng::new(cfg.seed, p, s))
+        .map(|&(p, s)| Rng::new(cfg.seed, keys[p], s))
         .collect();
     let mut done: Vec<Option<FinishReason>> = vec![None; b];
     let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); b];
@@ -234,7 +268,9 @@ fn generate_batch(
                     done[i] = Some(FinishReason::Stop);
                 }
             }
-            if done[i].is_none() && tokens[i].len() >= cfg.max_new_tokens {
+            // `max_new_tokens` is the budget, and no row grows past the model's context
+            let full = lens[i] + tokens[i].len() >= model.config.max_position_embeddings;
+            if done[i].is_none() && (tokens[i].len() >= cfg.max_new_tokens || full) {
                 done[i] = Some(FinishReason::Length);
             }
         }

@@ -11,8 +11,7 @@ use candle_core::Tensor;
 use super::TrainError;
 use super::decoder::Decoder;
 use super::loss::{
-    CompletionSteps, KtoConfig, KtoInputs, StepConfig, kl_point, kto_loss, sft_loss, span_sums,
-    step_kto_loss,
+    CompletionSteps, KtoConfig, KtoInputs, StepConfig, kto_loss, sft_loss, span_sums, step_kto_loss,
 };
 use super::optim::{Accumulated, AdamW};
 
@@ -94,6 +93,20 @@ fn pack(model: &Decoder, rows: &[Row]) -> Result<Packed, TrainError> {
     })
 }
 
+/// The examples' own rows.
+fn rows<'a>(batch: &[&'a Example]) -> Vec<Row<'a>> {
+    batch
+        .iter()
+        .map(|e| {
+            (
+                e.prompt.as_slice(),
+                e.completion.as_slice(),
+                e.steps.as_slice(),
+            )
+        })
+        .collect()
+}
+
 /// The mismatched pairs of a micro-batch: example i's prompt with example i-1's completion
 /// (example 0 with the last's), TRL's rotation.
 fn kl_rows<'a>(batch: &[&'a Example]) -> Vec<Row<'a>> {
@@ -137,16 +150,7 @@ pub fn reference_logps(
     let mut out = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(micro_batch.max(1)) {
         let batch: Vec<&Example> = chunk.iter().collect();
-        let rows: Vec<_> = batch
-            .iter()
-            .map(|e| {
-                (
-                    e.prompt.as_slice(),
-                    e.completion.as_slice(),
-                    e.steps.as_slice(),
-                )
-            })
-            .collect();
+        let rows = rows(&batch);
         let (c, s) = summed(reference, &rows, false)?;
         let (kl, _) = summed(reference, &kl_rows(&batch), false)?;
         let (c, s, kl): (Vec<f32>, Vec<f32>, Vec<f32>) =
@@ -172,16 +176,7 @@ pub fn micro_batch(
     refs: &[&RefLogps],
     acc: &mut Accumulated,
 ) -> Result<Metrics, TrainError> {
-    let rows: Vec<_> = batch
-        .iter()
-        .map(|e| {
-            (
-                e.prompt.as_slice(),
-                e.completion.as_slice(),
-                e.steps.as_slice(),
-            )
-        })
-        .collect();
+    let rows = rows(batch);
     let mut m = Metrics::new();
     let loss = match method {
         Method::Sft => {
@@ -220,7 +215,6 @@ pub fn micro_batch(
                 }
                 _ => kto_loss(kto, &x)?,
             };
-            debug_assert_eq!(km.kl, kl_point(kto, &policy_kl, &reference_kl));
             m.insert("kl".into(), km.kl);
             for (k, v) in [
                 ("rewards/chosen", km.rewards_chosen),
