@@ -37,6 +37,29 @@ pub enum Command {
     Generate(GenerateArgs),
     /// The summed log-probability of each completion given its prompt under a causal LM.
     Logprobs(LogprobsArgs),
+    /// Train a causal LM: SFT on a dataset, or KTO / Step-KTO rounds (or one offline pass).
+    #[command(subcommand)]
+    Train(TrainCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// Supervised fine-tuning on `dataset` rows (cross-entropy on completion tokens).
+    Sft(TrainArgs),
+    /// Outcome-level KTO, as TRL defines it.
+    Kto(TrainArgs),
+    /// Step-KTO: KTO plus lambda_step times the step term.
+    StepKto(TrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The run's config: TOML, or JSON when the name ends in .json.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Continue the run in the config's output directory from its last saved state.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +140,45 @@ pub enum EvalCommand {
     Processbench(ProcessBenchArgs),
     /// Among solutions whose final answer is correct, the share with a step labelled wrong.
     FlawedSteps(FlawedStepsArgs),
+    /// Generate solutions to problems and score them: Pass@1 (greedy), Maj@K, pass@k and,
+    /// with --judge, the flawed-step rate.
+    Generate(EvalGenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalGenerateArgs {
+    /// A Hugging Face directory of a Llama, Qwen2 or Mistral causal LM.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Problems JSONL: {"id", "problem", "answer"} (MATH-500's fields work as they are).
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Samples per problem for Maj@K and pass@k (0: greedy only).
+    #[arg(long, default_value_t = 8)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 512)]
+    pub max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Label steps for the flawed-step rate: `symbolic`, a PRM directory, or
+    /// `prm+symbolic:DIR`.
+    #[arg(long)]
+    pub judge: Option<String>,
+    /// A PRM score below this labels a step wrong.
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f64,
+    /// Per-problem records (greedy solution, verdicts, sample answers) as JSONL.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// The system message problems are rendered with.
+    #[arg(long, default_value = DEFAULT_SYSTEM)]
+    pub system: String,
+    #[arg(long, default_value_t = 64)]
+    pub max_batch: usize,
 }
 
 #[derive(Debug, Args)]

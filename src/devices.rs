@@ -65,7 +65,7 @@ pub struct DeviceInfo {
     pub holders: Vec<String>,
 }
 
-fn open(name: &str) -> Result<Device, DeviceError> {
+pub fn open(name: &str) -> Result<Device, DeviceError> {
     if name == "cpu" {
         return Ok(Device::Cpu);
     }

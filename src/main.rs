@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(cmd) => stepkto::cli::judge::eval(cmd).map_err(Into::into),
         Command::Generate(args) => stepkto::cli::train::generate(args).map_err(Into::into),
         Command::Logprobs(args) => stepkto::cli::train::logprobs(args).map_err(Into::into),
+        Command::Train(cmd) => stepkto::cli::train::train(cmd).map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

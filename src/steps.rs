@@ -10,12 +10,41 @@ use crate::outcome::extract::math_spans;
 /// Split a whole solution into steps: paragraphs (blank-line separated), which is how
 /// ProcessBench and most step-by-step prompts delimit them. Empty paragraphs are dropped.
 pub fn split_solution(solution: &str) -> Vec<String> {
-    let text = solution.replace("\r\n", "\n");
-    text.split("\n\n")
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(String::from)
+    step_ranges(solution)
+        .into_iter()
+        .map(|r| solution[r].replace("\r\n", "\n"))
         .collect()
+}
+
+/// Where each step of [`split_solution`] sits in `solution`, as byte ranges (trimmed): the
+/// trainer maps these onto completion tokens, so its step spans are the judge's steps.
+pub fn step_ranges(solution: &str) -> Vec<std::ops::Range<usize>> {
+    // split on "\n\n" after CRLF -> LF, keeping where each byte came from
+    let (mut norm, mut at) = (String::with_capacity(solution.len()), Vec::new());
+    let bytes = solution.as_bytes();
+    for (i, ch) in solution.char_indices() {
+        if ch == '\r' && bytes.get(i + 1) == Some(&b'\n') {
+            continue;
+        }
+        norm.push(ch);
+        at.extend(std::iter::repeat_n(i, ch.len_utf8()));
+    }
+    at.push(solution.len());
+    let mut out = Vec::new();
+    let mut start = 0;
+    for part in norm.split("\n\n") {
+        let lead = part.len() - part.trim_start().len();
+        let body = part.trim();
+        if !body.is_empty() {
+            let (a, b) = (start + lead, start + lead + body.len());
+            // `b` is one past the last byte of a char; map that char's start, then step over it
+            let last = at[b - 1];
+            let end = last + solution[last..].chars().next().map_or(1, char::len_utf8);
+            out.push(at[a]..end);
+        }
+        start += part.len() + 2;
+    }
+    out
 }
 
 /// A piece of math inside a step.
@@ -243,6 +272,32 @@ fn first_word(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_ranges_are_the_split_steps() {
+        for text in [
+            "First, $2+2=4$.\n\nThen 48/2 = 24 clips.\n\n\n",
+            "\r\n\r\n  Ünïcode ½ step\r\nsame step é\r\n\r\n\r\nnext → 3 \n \n\nlast",
+            "",
+            "\n\n\n",
+            "one",
+        ] {
+            let old: Vec<String> = text
+                .replace("\r\n", "\n")
+                .split("\n\n")
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect();
+            let ranges = step_ranges(text);
+            let got: Vec<String> = ranges
+                .iter()
+                .map(|r| text[r.clone()].replace("\r\n", "\n"))
+                .collect();
+            assert_eq!(got, old, "{text:?}");
+            assert_eq!(split_solution(text), old);
+        }
+    }
 
     #[test]
     fn splits_paragraphs_and_finds_math() {

@@ -157,6 +157,7 @@ pub fn eval(cmd: &EvalCommand) -> Result<(), CliError> {
     match cmd {
         EvalCommand::Processbench(a) => processbench(a),
         EvalCommand::FlawedSteps(a) => flawed_steps(a),
+        EvalCommand::Generate(a) => super::train::eval_generate(a),
     }
 }
 

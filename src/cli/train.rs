@@ -1,6 +1,7 @@
-//! `stepkto generate` and `stepkto logprobs`: the trainer's sampler and log-probabilities
-//! over JSONL files, one output line per input line (or per sample), in order; a bad line
-//! gets an error object and the run goes on.
+//! `stepkto generate`, `stepkto logprobs`, `stepkto train` and `stepkto eval generate`: the
+//! trainer's sampler, log-probabilities, runs and evaluation over JSONL files, one output
+//! line per input line (or per sample), in order; a bad line gets an error object (or a
+//! warning naming its line) and the run goes on.
 
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
@@ -8,7 +9,7 @@ use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 
 use super::{CliError, output, read_lines, write_line};
-use crate::config::{GenerateArgs, LogprobsArgs};
+use crate::config::{EvalGenerateArgs, GenerateArgs, LogprobsArgs, TrainCommand};
 use crate::model::chat::ChatTemplate;
 use crate::model::{eos_ids, load_tokenizer};
 use crate::train::decoder::Decoder;
@@ -199,6 +200,97 @@ pub fn logprobs(args: &LogprobsArgs) -> Result<(), CliError> {
         };
         write_line(&mut *out, &v)?;
     }
+    out.flush()?;
+    Ok(())
+}
+
+/// `stepkto train sft|kto|step-kto --config F [--resume]`: prints the summary.
+pub fn train(cmd: &TrainCommand) -> Result<(), CliError> {
+    use crate::train::run::{RunMethod, TrainConfig};
+    let (method, args) = match cmd {
+        TrainCommand::Sft(a) => (RunMethod::Sft, a),
+        TrainCommand::Kto(a) => (RunMethod::Kto, a),
+        TrainCommand::StepKto(a) => (RunMethod::StepKto, a),
+    };
+    let cfg = TrainConfig::read(&args.config)?;
+    let summary = crate::train::rounds::train(&cfg, method, args.resume)?;
+    let mut out = output(None)?;
+    write_line(&mut *out, &summary)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `stepkto eval generate`: prints the report; per-problem records go to `--output`.
+pub fn eval_generate(a: &EvalGenerateArgs) -> Result<(), CliError> {
+    use crate::train::eval::{EvalInputs, evaluate};
+    use crate::train::label::{JudgeConfig, JudgeKind, StepJudge};
+    use crate::train::rounds::{Text, bar};
+    use crate::train::run::{EvalSection, read_problems};
+    let model = Decoder::load(&a.model, &Device::Cpu)?;
+    let text = Text::load(&a.model, &a.system)?;
+    let judge = match a.judge.as_deref() {
+        None => None,
+        Some(j) => {
+            let (kind, prm) = match j {
+                "symbolic" => (JudgeKind::Symbolic, None),
+                _ => match j.strip_prefix("prm+symbolic:") {
+                    Some(d) => (JudgeKind::PrmSymbolic, Some(d.into())),
+                    None => (JudgeKind::Prm, Some(j.into())),
+                },
+            };
+            let cfg = JudgeConfig {
+                kind,
+                prm,
+                threshold: a.threshold,
+                ..JudgeConfig::default()
+            };
+            Some(StepJudge::load(&cfg, &Device::Cpu)?)
+        }
+    };
+    let (problems, bad) = read_problems(&a.input)?;
+    for e in &bad {
+        eprintln!("{}:{}: skipped: {}", e.file, e.line, e.error);
+    }
+    let (mut kept, mut prompts) = (Vec::new(), Vec::new());
+    for p in problems {
+        match text.problem_ids(&p.problem) {
+            Ok(ids) if ids.len() < model.config.max_position_embeddings => {
+                prompts.push(ids);
+                kept.push(p);
+            }
+            Ok(ids) => eprintln!("problem {}: skipped: {} prompt tokens", p.id, ids.len()),
+            Err(e) => eprintln!("problem {}: skipped: {e}", p.id),
+        }
+    }
+    let x = EvalInputs {
+        tok: &text.tok,
+        eos: &text.eos,
+        prompts: &prompts,
+        problems: &kept,
+        judge: judge.as_ref(),
+        seed: a.seed,
+        max_batch: a.max_batch,
+    };
+    let cfg = EvalSection {
+        samples: a.samples,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        max_new_tokens: a.max_new_tokens,
+    };
+    let b = bar(kept.len(), "eval");
+    let (report, records) = evaluate(&model, &x, &cfg, |n| b.inc(n as u64))?;
+    b.finish_and_clear();
+    if let Some(path) = &a.output {
+        let mut f = output(Some(path))?;
+        for r in &records {
+            write_line(&mut *f, r)?;
+        }
+        f.flush()?;
+    }
+    let mut v = serde_json::to_value(&report).expect("JSON");
+    v["skipped_lines"] = json!(bad.len());
+    let mut out = output(None)?;
+    write_line(&mut *out, &v)?;
     out.flush()?;
     Ok(())
 }

@@ -1,11 +1,18 @@
 //! Step-KTO training: a trainable decoder for the Llama / Qwen2 / Mistral families
-//! ([`decoder`]), and (as they land) the sampler, the losses, the optimiser and the rounds.
+//! ([`decoder`]), the sampler ([`sample`]), the losses ([`loss`]), the optimiser ([`optim`]),
+//! one optimiser step ([`step`]), rewards ([`label`]), examples ([`examples`]), evaluation
+//! ([`eval`]), run configs ([`run`]) and the rounds with their files and resume ([`rounds`]).
 //! Everything here runs on candle tensors with gradients; the judge's inference kernels are
 //! not used, because they have no backward.
 
 pub mod decoder;
+pub mod eval;
+pub mod examples;
+pub mod label;
 pub mod loss;
 pub mod optim;
+pub mod rounds;
+pub mod run;
 pub mod sample;
 pub mod step;
 
@@ -27,6 +34,18 @@ pub enum TrainError {
     /// The input cannot be used (an empty sequence, a token id outside the vocabulary).
     #[error("{0}")]
     Input(String),
+    /// A loss or gradient became NaN or infinite: nothing is updated.
+    #[error("{0}")]
+    NonFinite(String),
+    /// A run config (or the output it names) cannot be used; the message names the field.
+    #[error("config: {0}")]
+    Config(String),
+    /// The step judge failed (a PRM that cannot load or run).
+    #[error("judge: {0}")]
+    Judge(String),
+    /// A round stopped on a non-finite loss; the message says which checkpoint is good.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 impl TrainError {

@@ -146,7 +146,7 @@ impl AdamW {
         }
         let norm = sq.sqrt();
         if !norm.is_finite() {
-            return Err(TrainError::Input(format!(
+            return Err(TrainError::NonFinite(format!(
                 "the gradient norm is {norm} at step {}: the update is skipped",
                 self.step + 1
             )));

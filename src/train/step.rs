@@ -232,9 +232,7 @@ pub fn micro_batch(
     };
     let value = loss.to_scalar::<f32>()? as f64;
     if !value.is_finite() {
-        return Err(TrainError::Input(format!(
-            "the loss is {value}: training stops here"
-        )));
+        return Err(TrainError::NonFinite(format!("the loss is {value}")));
     }
     m.insert("loss".into(), value);
     acc.add(model.params(), &loss.backward()?)?;

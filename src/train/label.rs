@@ -1,0 +1,277 @@
+//! Labels for sampled solutions, the trainer's rewards: the outcome bit from
+//! `outcome::check` against the reference answer, a bit per step from a step judge (the
+//! symbolic checks, a PRM, or a PRM overruled by symbolic refutations), and where each step
+//! sits in the completion's tokens, so that the step term scores exactly the tokens of the
+//! steps the judge saw.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use super::TrainError;
+use crate::judge::prm::{ModelSpec, Prm};
+use crate::judge::{Status, symbolic};
+use crate::outcome::{self, Budget, Mode, Options};
+use crate::steps::step_ranges;
+
+/// Which judge labels steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JudgeKind {
+    /// A step is wrong when one of its claims is refuted and correct when all are verified;
+    /// a step with no decidable claim has no label (the step term skips it: no evidence).
+    #[serde(rename = "symbolic")]
+    Symbolic,
+    /// A step is wrong when the PRM scores it below the threshold.
+    #[serde(rename = "prm")]
+    Prm,
+    /// The PRM's label, except that a symbolic refutation makes a step wrong.
+    #[serde(rename = "prm+symbolic")]
+    PrmSymbolic,
+}
+
+/// The `[judge]` section of a training config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JudgeConfig {
+    pub kind: JudgeKind,
+    /// The PRM's Hugging Face directory (for `prm` and `prm+symbolic`).
+    pub prm: Option<PathBuf>,
+    /// The PRM's recipe, when config.json does not tell.
+    pub recipe: Option<String>,
+    /// A PRM score below this labels the step wrong.
+    pub threshold: f64,
+    /// Items scored in one PRM forward pass.
+    pub batch: usize,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        JudgeConfig {
+            kind: JudgeKind::Symbolic,
+            prm: None,
+            recipe: None,
+            threshold: 0.5,
+            batch: 8,
+        }
+    }
+}
+
+/// One step's verdict as the samples file records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLabel {
+    /// None: the judge has no evidence either way (symbolic `unknown`).
+    pub correct: Option<bool>,
+    /// The PRM's P(correct), when a PRM judged.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub score: Option<f64>,
+    pub symbolic: Status,
+}
+
+/// A loaded step judge.
+pub struct StepJudge {
+    kind: JudgeKind,
+    prm: Option<Prm>,
+    threshold: f64,
+    batch: usize,
+    budget: Budget,
+}
+
+impl StepJudge {
+    pub fn load(cfg: &JudgeConfig, device: &Device) -> Result<StepJudge, TrainError> {
+        let prm = match (cfg.kind, &cfg.prm) {
+            (JudgeKind::Symbolic, _) => None,
+            (_, None) => {
+                return Err(TrainError::Input(
+                    "judge.kind needs a PRM directory in judge.prm".into(),
+                ));
+            }
+            (_, Some(dir)) => {
+                let mut spec = ModelSpec::parse(&dir.display().to_string());
+                spec.dir = dir.clone();
+                spec.recipe = cfg.recipe.clone();
+                Some(Prm::load(&spec, device).map_err(|e| TrainError::Judge(e.to_string()))?)
+            }
+        };
+        if !(0.0..=1.0).contains(&cfg.threshold) {
+            return Err(TrainError::Input(
+                "judge.threshold must be in [0, 1]".into(),
+            ));
+        }
+        Ok(StepJudge {
+            kind: cfg.kind,
+            prm,
+            threshold: cfg.threshold,
+            batch: cfg.batch.max(1),
+            budget: Budget::default(),
+        })
+    }
+
+    /// Labels for the steps of each `(problem, steps)` item, in order.
+    pub fn label(&self, items: &[(&str, Vec<String>)]) -> Result<Vec<Vec<StepLabel>>, TrainError> {
+        let checks: Vec<Vec<Status>> = items
+            .iter()
+            .map(|(p, s)| {
+                symbolic::check_solution(p, s, &self.budget)
+                    .into_iter()
+                    .map(|c| c.status)
+                    .collect()
+            })
+            .collect();
+        let scores: Vec<Option<Vec<f32>>> = match &self.prm {
+            None => vec![None; items.len()],
+            Some(prm) => self.prm_scores(prm, items)?,
+        };
+        Ok(checks
+            .into_iter()
+            .zip(scores)
+            .map(|(sym, sc)| {
+                sym.into_iter()
+                    .enumerate()
+                    .map(|(h, status)| {
+                        let score = sc.as_ref().map(|s| s[h] as f64);
+                        let refuted = status == Status::Refuted;
+                        let prm = score.unwrap_or(0.0) >= self.threshold;
+                        let correct = match self.kind {
+                            JudgeKind::Symbolic => match status {
+                                Status::Verified => Some(true),
+                                Status::Refuted => Some(false),
+                                Status::Unknown => None,
+                            },
+                            JudgeKind::Prm => Some(prm),
+                            JudgeKind::PrmSymbolic => Some(!refuted && prm),
+                        };
+                        StepLabel {
+                            correct,
+                            score,
+                            symbolic: status,
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// PRM scores; an item the PRM cannot take (too long for its context) has every step
+    /// labelled wrong (score 0): it is never silently dropped from the round.
+    fn prm_scores(
+        &self,
+        prm: &Prm,
+        items: &[(&str, Vec<String>)],
+    ) -> Result<Vec<Option<Vec<f32>>>, TrainError> {
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(self.batch) {
+            let toks: Vec<_> = chunk.iter().map(|(p, s)| prm.tokenize(p, s)).collect();
+            let ok: Vec<_> = toks.iter().filter_map(|t| t.as_ref().ok()).collect();
+            let mut scored = prm
+                .score(&ok)
+                .map_err(|e| TrainError::Judge(e.to_string()))?
+                .into_iter();
+            for ((_, steps), t) in chunk.iter().zip(&toks) {
+                out.push(Some(match t {
+                    Ok(_) => scored.next().expect("a score list per scored item"),
+                    Err(e) => {
+                        tracing::warn!("PRM cannot score a sample ({e}); its steps count as wrong");
+                        vec![0.0; steps.len()]
+                    }
+                }));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The outcome label: the completion's final answer is equivalent to the reference.
+pub fn outcome_label(answer: &str, completion: &str) -> (bool, Option<String>) {
+    let v = outcome::check(
+        answer,
+        completion,
+        Mode::Solution,
+        &Options::default(),
+        &Budget::default(),
+    );
+    (v.equivalent, v.extracted)
+}
+
+/// The completion's text as the tokens spell it (special tokens skipped) and, per token, the
+/// byte offset where its text ends: the prefix `tokens[..=k]` decodes to `text[..ends[k]]`.
+pub fn token_ends(tok: &Tokenizer, tokens: &[u32]) -> Result<(String, Vec<usize>), TrainError> {
+    let decode = |t: &[u32]| {
+        tok.decode(t, true)
+            .map_err(|e| TrainError::Input(format!("decode: {e}")))
+    };
+    let text = decode(tokens)?;
+    let mut ends = Vec::with_capacity(tokens.len());
+    let mut last = 0;
+    for k in 0..tokens.len() {
+        let prefix = decode(&tokens[..=k])?;
+        // a token that ends inside a multi-byte character decodes to U+FFFD: it ends where
+        // the common prefix with the full text does
+        let common = prefix
+            .bytes()
+            .zip(text.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        last = last.max(common.min(prefix.len()));
+        ends.push(last);
+    }
+    Ok((text, ends))
+}
+
+/// Token spans `(start, len)` of the steps at byte ranges `steps` of a text whose tokens end
+/// at `ends` (from [`token_ends`]). A token belongs to the step its bytes overlap; a token
+/// that straddles two steps belongs to the first; tokens between steps (the blank line)
+/// belong to none. A step no token covers gets an empty span.
+pub fn token_spans(ends: &[usize], steps: &[Range<usize>]) -> Vec<(usize, usize)> {
+    let mut out = Vec::with_capacity(steps.len());
+    let mut next = 0; // first token not yet given to a step
+    for r in steps {
+        let begin = |k: usize| if k == 0 { 0 } else { ends[k - 1] };
+        let mut k = next;
+        while k < ends.len() && ends[k] <= r.start {
+            k += 1;
+        }
+        let first = k;
+        while k < ends.len() && begin(k) < r.end {
+            k += 1;
+        }
+        out.push((first, k - first));
+        next = k;
+    }
+    out
+}
+
+/// A completion's steps (texts) and their token spans `(start, len)`.
+pub type Steps = (Vec<String>, Vec<(usize, usize)>);
+
+/// Steps of a completion with their token spans.
+pub fn completion_steps(tok: &Tokenizer, tokens: &[u32]) -> Result<Steps, TrainError> {
+    let (text, ends) = token_ends(tok, tokens)?;
+    let ranges = step_ranges(&text);
+    let spans = token_spans(&ends, &ranges);
+    let steps = ranges
+        .into_iter()
+        .map(|r| text[r].replace("\r\n", "\n"))
+        .collect();
+    Ok((steps, spans))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_give_each_token_to_one_step() {
+        // tokens: "a=1" "\n\n" "b" "=2." "\n\nc" "=3"
+        let text = "a=1\n\nb=2.\n\nc=3";
+        let ends = [3, 5, 6, 9, 12, 14];
+        let ranges = step_ranges(text);
+        assert_eq!(ranges, vec![0..3, 5..9, 11..14]);
+        // the token "\n\nc" straddles the gap and step 3: it belongs to step 3 only
+        assert_eq!(token_spans(&ends, &ranges), vec![(0, 1), (2, 2), (4, 2)]);
+        // a token covering two steps goes to the first; the second gets an empty span
+        assert_eq!(token_spans(&[14], &ranges), vec![(0, 1), (1, 0), (1, 0)]);
+    }
+}
