@@ -32,6 +32,8 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() {
+    stepkto::model::cpu::alloc::pin_thread_count();
+    stepkto::model::cpu::alloc::retain_freed_blocks();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let dir = match std::env::var("STEPKTO_BENCH_MODEL") {
         Ok(d) => PathBuf::from(d),

@@ -4,6 +4,8 @@ use clap::Parser;
 use stepkto::config::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
+    stepkto::model::cpu::alloc::pin_thread_count();
+    stepkto::model::cpu::alloc::retain_freed_blocks();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("STEPKTO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

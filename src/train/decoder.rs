@@ -18,6 +18,7 @@ use std::path::Path;
 use candle_core::{D, DType, Device, Tensor, Var};
 
 use super::TrainError;
+use super::fused;
 use crate::model::ModelError;
 use crate::model::config::{ModelConfig, rotary_rows};
 use crate::model::cpu::attention::causal_mask;
@@ -184,6 +185,23 @@ impl Decoder {
 
     fn forward_with(&self, ids: &Tensor, grad: bool) -> Result<Tensor, TrainError> {
         let (_, t) = self.check_ids(ids)?;
+        if self.device.is_cpu() {
+            // one pass per norm, rotary and softmax instead of a dozen (`fused`)
+            let (cos, sin) = rotary_rows(&self.inv_freq, 0..t);
+            let f = Fused {
+                cos: std::sync::Arc::new(cos),
+                sin: std::sync::Arc::new(sin),
+                window: self.config.window().unwrap_or(usize::MAX),
+            };
+            let none = Tensor::zeros(0, candle_core::DType::F32, &self.device)?;
+            return Ok(self.run_with(
+                &self.weights(grad),
+                ids,
+                (&none, &none, &none),
+                None,
+                Some(&f),
+            )?);
+        }
         let (cos, sin) = self.rotary(&(0..t).collect::<Vec<_>>())?;
         let mask = causal_mask(t, self.config.window(), &self.device)?;
         Ok(self.run(&self.weights(grad), ids, &cos, &sin, &mask, None)?)
@@ -199,7 +217,20 @@ impl Decoder {
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> candle_core::Result<Tensor> {
+        self.run_with(w, ids, (cos, sin, mask), cache, None)
+    }
+
+    /// [`Decoder::run`], with the fused CPU ops when `fused` is given (no cache then: the
+    /// rows are whole sequences from position 0).
+    fn run_with(
+        &self,
+        w: &Weights,
+        ids: &Tensor,
+        (cos, sin, mask): (&Tensor, &Tensor, &Tensor),
         mut cache: Option<&mut KvCache>,
+        fused: Option<&Fused>,
     ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let (b, t) = ids.dims2()?;
@@ -208,17 +239,25 @@ impl Decoder {
         let mut x = embed
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, c.hidden_size))?;
+        let norm = |x: &Tensor, name: &str| match fused {
+            Some(_) => fused::normalize(x, eps)?.broadcast_mul(w.get(name)),
+            None => w.rms_norm(x, name, eps),
+        };
         for l in 0..c.num_hidden_layers {
             let p = format!("model.layers.{l}");
-            let h = w.rms_norm(&x, &format!("{p}.input_layernorm.weight"), eps)?;
+            let h = norm(&x, &format!("{p}.input_layernorm.weight"))?;
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            x = (x + self.attention(w, &h, &p, (cos, sin, mask), kv)?)?;
-            let h = w.rms_norm(&x, &format!("{p}.post_attention_layernorm.weight"), eps)?;
-            let gate = w.linear(&h, &format!("{p}.mlp.gate_proj"))?.silu()?;
+            x = (x + self.attention(w, &h, &p, (cos, sin, mask), kv, fused)?)?;
+            let h = norm(&x, &format!("{p}.post_attention_layernorm.weight"))?;
+            let gate = w.linear(&h, &format!("{p}.mlp.gate_proj"))?;
             let up = w.linear(&h, &format!("{p}.mlp.up_proj"))?;
-            x = (x + w.linear(&(gate * up)?, &format!("{p}.mlp.down_proj"))?)?;
+            let act = match fused {
+                Some(_) => fused::swiglu(&gate, &up)?,
+                None => (gate.silu()? * up)?,
+            };
+            x = (x + w.linear(&act, &format!("{p}.mlp.down_proj"))?)?;
         }
-        let x = w.rms_norm(&x, "model.norm.weight", eps)?;
+        let x = norm(&x, "model.norm.weight")?;
         let head = w.opt("lm_head.weight").unwrap_or(embed);
         x.reshape((b * t, c.hidden_size))?
             .matmul(&head.t()?)?
@@ -245,15 +284,27 @@ impl Decoder {
         p: &str,
         (cos, sin, mask): (&Tensor, &Tensor, &Tensor),
         cache: Option<&mut Option<(Tensor, Tensor)>>,
+        fused: Option<&Fused>,
     ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
-        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2);
-        let q = heads(w.linear(x, &format!("{p}.self_attn.q_proj"))?, nh)?;
-        let k = heads(w.linear(x, &format!("{p}.self_attn.k_proj"))?, nkv)?;
-        let mut v = heads(w.linear(x, &format!("{p}.self_attn.v_proj"))?, nkv)?;
-        let (q, mut k) = (rope(&q, cos, sin)?, rope(&k, cos, sin)?);
+        let split = |y: Tensor, n: usize| y.reshape((b, t, n, hd));
+        let q = split(w.linear(x, &format!("{p}.self_attn.q_proj"))?, nh)?;
+        let k = split(w.linear(x, &format!("{p}.self_attn.k_proj"))?, nkv)?;
+        let mut v = split(w.linear(x, &format!("{p}.self_attn.v_proj"))?, nkv)?.transpose(1, 2)?;
+        let (q, mut k) = match fused {
+            Some(f) => (
+                fused::rope(&q, f.cos.clone(), f.sin.clone())?.transpose(1, 2)?,
+                fused::rope(&k, f.cos.clone(), f.sin.clone())?
+                    .transpose(1, 2)?
+                    .contiguous()?,
+            ),
+            None => (
+                rope(&q.transpose(1, 2)?, cos, sin)?,
+                rope(&k.transpose(1, 2)?, cos, sin)?,
+            ),
+        };
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.as_ref() {
                 k = Tensor::cat(&[pk, &k], 2)?;
@@ -266,7 +317,18 @@ impl Decoder {
         let rep = nh / nkv;
         let s = k.dim(2)?;
         let q = q.contiguous()?.reshape((b, nkv, rep * t, hd))?;
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        if let Some(f) = fused {
+            let scores = q.matmul(&k.t()?)?.reshape((b, nkv, rep, t, s))?;
+            let probs = fused::causal_softmax(&scores, scale, f.window)?;
+            let out = probs
+                .reshape((b, nkv, rep * t, s))?
+                .matmul(&v.contiguous()?)?
+                .reshape((b, nh, t, hd))?;
+            let out = out.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+            return w.linear(&out, &format!("{p}.self_attn.o_proj"));
+        }
+        let scores = (q.matmul(&k.t()?)? * scale)?;
         let scores = scores.reshape((b, nkv, rep, t, s))?;
         // the mask is (t, s) or (b, 1, t, s): it broadcasts over kv heads and groups as
         // (t, s) or (b, 1, 1, t, s)
@@ -372,6 +434,12 @@ impl Decoder {
             ));
         }
         let logits = self.forward_with(ids, grad)?.narrow(1, 0, t - 1)?;
+        if self.device.is_cpu() {
+            let v = logits.dim(2)?;
+            let next: Vec<u32> = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_vec1()?;
+            let lp = fused::picked_logprobs(&logits.reshape((b * (t - 1), v))?, next)?;
+            return Ok(lp.reshape((b, t - 1))?);
+        }
         let lp = log_softmax(&logits)?;
         let next = ids.narrow(1, 1, t - 1)?.contiguous()?.unsqueeze(2)?;
         Ok(lp.gather(&next, 2)?.reshape((b, t - 1))?)
@@ -454,6 +522,14 @@ impl Weights {
         let inv = (var + eps)?.sqrt()?.recip()?;
         x.broadcast_mul(&inv)?.broadcast_mul(self.get(name))
     }
+}
+
+/// What the fused CPU ops need: rotary tables for positions 0..t (`(t, hd / 2)`) and the
+/// sliding window.
+struct Fused {
+    cos: std::sync::Arc<Vec<f32>>,
+    sin: std::sync::Arc<Vec<f32>>,
+    window: usize,
 }
 
 /// Keys and values of every layer for a batch being sampled: `width` prompt slots (row i

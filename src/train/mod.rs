@@ -8,6 +8,7 @@
 pub mod decoder;
 pub mod eval;
 pub mod examples;
+pub mod fused;
 pub mod label;
 pub mod loss;
 pub mod optim;

@@ -378,6 +378,124 @@ fn lanes(
     r
 }
 
+widest! {
+    /// The trainer's fused RMS normalisation (no weight) of each `h`-wide row of `x`.
+    pub fn normalize_rows(x: &[f32], h: usize, eps: f32, out: &mut [f32]) => normalize_body
+}
+
+#[inline(always)]
+fn inv_rms(r: &[f32], eps: f32) -> f32 {
+    1.0 / (lanes(r, 0.0, |a, b| a + b * b, |a, b| a + b) / r.len() as f32 + eps).sqrt()
+}
+
+#[inline(always)]
+fn normalize_body(x: &[f32], h: usize, eps: f32, out: &mut [f32]) {
+    for (r, o) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
+        let inv = inv_rms(r, eps);
+        o.iter_mut().zip(r).for_each(|(o, v)| *o = v * inv);
+    }
+}
+
+widest! {
+    /// Its backward: `dx = inv (g - y mean(g y))` per row, `y = x inv`.
+    pub fn normalize_grad_rows(x: &[f32], g: &[f32], h: usize, eps: f32, out: &mut [f32]) => normalize_grad_body
+}
+
+#[inline(always)]
+fn normalize_grad_body(x: &[f32], g: &[f32], h: usize, eps: f32, out: &mut [f32]) {
+    for ((r, gr), o) in x
+        .chunks_exact(h)
+        .zip(g.chunks_exact(h))
+        .zip(out.chunks_exact_mut(h))
+    {
+        let inv = inv_rms(r, eps);
+        let mut acc = [0f32; 16];
+        let mut cx = r.chunks_exact(16);
+        let mut cg = gr.chunks_exact(16);
+        for (a, b) in (&mut cx).zip(&mut cg) {
+            for l in 0..16 {
+                acc[l] += a[l] * b[l];
+            }
+        }
+        let tail: f32 = cx
+            .remainder()
+            .iter()
+            .zip(cg.remainder())
+            .map(|(a, b)| a * b)
+            .sum();
+        let gy = (acc.iter().sum::<f32>() + tail) * inv / h as f32;
+        for ((o, v), g) in o.iter_mut().zip(r).zip(gr) {
+            *o = inv * (g - v * inv * gy);
+        }
+    }
+}
+
+widest! {
+    /// `silu(a) * b` elementwise (the trainer's SwiGLU, gate and up apart).
+    pub fn swiglu_rows(a: &[f32], b: &[f32], out: &mut [f32]) => swiglu_body
+}
+
+/// `(silu(a), sigmoid(a))`, branch-free: sigmoid from e^-|a|, which never overflows.
+#[inline(always)]
+fn silu(a: f32) -> (f32, f32) {
+    let e = exp_neg(-a.abs());
+    let s = if a >= 0.0 { 1.0 } else { e } / (1.0 + e);
+    (a * s, s)
+}
+
+#[inline(always)]
+fn swiglu_body(a: &[f32], b: &[f32], out: &mut [f32]) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = silu(a).0 * b;
+    }
+}
+
+widest! {
+    /// Its backward from upstream `g`: `da = g b σ (1 + a (1 - σ))` (`wrt_a`), else
+    /// `db = g silu(a)`.
+    pub fn swiglu_grad(a: &[f32], b: &[f32], g: &[f32], wrt_a: bool, out: &mut [f32]) => swiglu_grad_body
+}
+
+#[inline(always)]
+fn swiglu_grad_body(a: &[f32], b: &[f32], g: &[f32], wrt_a: bool, out: &mut [f32]) {
+    for (((o, &a), &b), &g) in out.iter_mut().zip(a).zip(b).zip(g) {
+        let (y, s) = silu(a);
+        *o = if wrt_a {
+            g * b * s * (1.0 + a * (1.0 - s))
+        } else {
+            g * y
+        };
+    }
+}
+
+widest! {
+    /// The backward of [`softmax_row`] on `first..end` (the rest 0): `scale y (g - Σ g y)`.
+    pub fn softmax_grad_row(y: &[f32], g: &[f32], first: usize, end: usize, scale: f32, out: &mut [f32]) => softmax_grad_body
+}
+
+#[inline(always)]
+fn softmax_grad_body(y: &[f32], g: &[f32], first: usize, end: usize, scale: f32, out: &mut [f32]) {
+    let (y, g) = (&y[first..end], &g[first..end]);
+    let mut acc = [0f32; 16];
+    let mut cy = y.chunks_exact(16);
+    let mut cg = g.chunks_exact(16);
+    for (a, b) in (&mut cy).zip(&mut cg) {
+        for l in 0..16 {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    let tail: f32 = cy
+        .remainder()
+        .iter()
+        .zip(cg.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    let dot = acc.iter().sum::<f32>() + tail;
+    for ((o, &y), &g) in out[first..end].iter_mut().zip(y).zip(g) {
+        *o = scale * y * (g - dot);
+    }
+}
+
 /// e^x for x <= 0 (softmax arguments after subtracting the max), relative error ~2e-7:
 /// x = n ln2 + r with |r| <= ln2/2, e^r by a degree-6 polynomial, 2^n from the exponent bits.
 /// Branch-free so that loops over it vectorise; below -87 it returns e^-87.

@@ -19,13 +19,21 @@ use rayon::prelude::*;
 use super::ModelError;
 use super::config::{ModelConfig, rotary_tables};
 use attention::Heads;
-use kernels::{Rhs, View, matmul, rms_norm, rope, silu_mul};
+use kernels::{Rhs, View, matmul, rms_norm, silu_mul};
 
+pub mod alloc;
 pub mod amx;
 pub mod attention;
 mod kernels;
 mod mmap;
 
+#[cfg(test)]
+pub(crate) use kernels::test_values;
+/// The vectorised row kernels the trainer's fused ops share (`train::fused`).
+pub use kernels::{
+    normalize_grad_rows, normalize_rows, rope, softmax_grad_row, softmax_row, swiglu_grad,
+    swiglu_rows,
+};
 pub use mmap::map_weights;
 
 /// How the packed CPU forward computes its matrix products (`--cpu-matmul`).
