@@ -320,6 +320,70 @@ fn greedy_generation_equals_transformers() {
     }
 }
 
+/// The sampler's packed CPU forward (`model::cpu::decode`) and the decoder's graph with its
+/// KV cache (the path CUDA devices take) give the same logits, prefill and decoding steps
+/// of rows of different lengths, for every family.
+#[test]
+fn packed_decode_equals_the_graph_with_its_cache() {
+    use stepkto::model::cpu::decode::CpuLm;
+    let e = expected();
+    for (name, case) in e["cases"].as_object().unwrap() {
+        let dir = write(case, false);
+        let m = Decoder::load(&dir, &Device::Cpu).unwrap();
+        let prompts: Vec<Vec<u32>> = case["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                p.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect()
+            })
+            .collect();
+        let lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
+        let width = *lens.iter().max().unwrap();
+        let flat: Vec<u32> = prompts
+            .iter()
+            .flat_map(|p| {
+                p.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(0, width - p.len()))
+            })
+            .collect();
+        let ids = Tensor::from_vec(flat, (prompts.len(), width), &Device::Cpu).unwrap();
+        let (logits, mut cache) = m.prefill(&ids, &lens).unwrap();
+        let lm = CpuLm::from_tensors(&m.config, m.tensors()).unwrap();
+        let mut st = lm.state(prompts.len(), width + 8);
+        let rows: Vec<usize> = (0..prompts.len()).collect();
+        let toks: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+        let mut packed = lm.extend(&rows, &toks, &mut st);
+        let mut graph: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
+        for step in 0..5u32 {
+            let worst = graph
+                .iter()
+                .zip(&packed)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{name} step {step}: {worst}");
+            let next: Vec<u32> = (0..prompts.len() as u32)
+                .map(|i| 3 + 7 * i + step)
+                .collect();
+            graph = m
+                .decode(&next, &mut cache)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let one: Vec<&[u32]> = next.chunks(1).collect();
+            packed = lm.extend(&rows, &one, &mut st);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// A seed reproduces a sample whatever batch it runs in; other seeds differ; EOS and stop
 /// strings end a row.
 #[test]

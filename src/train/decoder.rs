@@ -140,6 +140,15 @@ impl Decoder {
     }
 
     /// Number of trainable scalars (a tied head counted once).
+    /// The parameters as plain tensors (no graph), by Hugging Face name: what the sampler's
+    /// packed CPU forward is built from.
+    pub fn tensors(&self) -> std::collections::HashMap<String, Tensor> {
+        self.params
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+            .collect()
+    }
+
     pub fn num_params(&self) -> usize {
         self.params.values().map(|v| v.elem_count()).sum()
     }

@@ -1,5 +1,7 @@
-//! The sampler: batches of many prompts × N samples per prompt on the trainable decoder with
-//! a KV cache (prefill once, then one token per row per step), greedy or with temperature,
+//! The sampler: batches of many prompts × N samples per prompt with a KV cache (prefill
+//! once, then one token per live row per step; a finished row drops out), on the CPU through
+//! the packed inference forward (`model::cpu::decode`, built from the trainable decoder's
+//! current weights), elsewhere through the decoder's graph; greedy or with temperature,
 //! top-k and top-p; stops a row on an EOS id, on a stop string, at `max_new_tokens`, or at
 //! the model's context (`max_position_embeddings`), whichever comes first.
 //!
@@ -11,7 +13,8 @@ use candle_core::Tensor;
 use tokenizers::Tokenizer;
 
 use super::TrainError;
-use super::decoder::Decoder;
+use super::decoder::{Decoder, KvCache};
+use crate::model::cpu::decode::{CpuLm, LmState};
 
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -201,20 +204,103 @@ pub fn generate_keyed(
             p.len()
         )));
     }
+    let vocab = model.config.vocab_size;
+    if let Some((i, _)) = prompts
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.iter().any(|&t| t as usize >= vocab))
+    {
+        return Err(TrainError::Input(format!(
+            "prompt {i} has a token id outside the model's vocabulary of {vocab}"
+        )));
+    }
     let rows: Vec<(usize, usize)> = (0..prompts.len())
         .flat_map(|p| (0..n).map(move |s| (p, s)))
         .collect();
+    // the packed CPU forward, built once for all batches (a copy of the weights)
+    let packed = match model.device().is_cpu() {
+        true => Some(CpuLm::from_tensors(&model.config, model.tensors())?),
+        false => None,
+    };
     let mut out = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(cfg.max_batch.max(1)) {
         out.extend(generate_batch(
-            model, prompts, keys, chunk, eos, tokenizer, cfg,
+            model,
+            packed.as_ref(),
+            prompts,
+            keys,
+            chunk,
+            eos,
+            tokenizer,
+            cfg,
         )?);
     }
     Ok(out)
 }
 
+/// How a batch's next-token logits are computed: the packed CPU forward (`model::cpu::decode`)
+/// on the CPU, the decoder's candle graph with its KV cache elsewhere (CUDA). Both give
+/// row-major `(rows, vocab)` logits.
+enum Forward<'a> {
+    Packed(&'a CpuLm, LmState),
+    Graph(&'a Decoder, Option<KvCache>),
+}
+
+impl Forward<'_> {
+    /// Logits after each whole prompt.
+    fn start(&mut self, prompts: &[&[u32]]) -> Result<Vec<f32>, TrainError> {
+        match self {
+            Forward::Packed(lm, st) => {
+                let rows: Vec<usize> = (0..prompts.len()).collect();
+                Ok(lm.extend(&rows, prompts, st))
+            }
+            Forward::Graph(model, cache) => {
+                let lens: Vec<usize> = prompts.iter().map(|p| p.len()).collect();
+                let width = *lens.iter().max().expect("a batch has rows");
+                let flat: Vec<u32> = prompts
+                    .iter()
+                    .flat_map(|p| {
+                        p.iter()
+                            .copied()
+                            .chain(std::iter::repeat_n(0, width - p.len()))
+                    })
+                    .collect();
+                let ids = Tensor::from_vec(flat, (prompts.len(), width), model.device())?;
+                let (logits, c) = model.prefill(&ids, &lens)?;
+                *cache = Some(c);
+                Ok(logits.flatten_all()?.to_vec1()?)
+            }
+        }
+    }
+
+    /// Logits after `next[i]` is appended to row `rows[i]` (the live rows).
+    fn step(&mut self, rows: &[usize], next: &[u32], b: usize) -> Result<Vec<f32>, TrainError> {
+        match self {
+            Forward::Packed(lm, st) => {
+                let toks: Vec<&[u32]> = next.chunks(1).collect();
+                Ok(lm.extend(rows, &toks, st))
+            }
+            Forward::Graph(model, cache) => {
+                // the graph decodes every row; finished ones take a placeholder
+                let mut all = vec![0u32; b];
+                for (&r, &t) in rows.iter().zip(next) {
+                    all[r] = t;
+                }
+                let cache = cache.as_mut().expect("started");
+                let logits: Vec<Vec<f32>> = model.decode(&all, cache)?.to_vec2()?;
+                Ok(rows
+                    .iter()
+                    .flat_map(|&r| logits[r].iter().copied())
+                    .collect())
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn generate_batch(
     model: &Decoder,
+    packed: Option<&CpuLm>,
     prompts: &[Vec<u32>],
     keys: &[u64],
     rows: &[(usize, usize)],
@@ -224,17 +310,14 @@ fn generate_batch(
 ) -> Result<Vec<Sample>, TrainError> {
     let b = rows.len();
     let lens: Vec<usize> = rows.iter().map(|&(p, _)| prompts[p].len()).collect();
-    let width = *lens.iter().max().expect("a batch has rows");
-    let flat: Vec<u32> = rows
-        .iter()
-        .flat_map(|&(p, _)| {
-            let pr = &prompts[p];
-            pr.iter()
-                .copied()
-                .chain(std::iter::repeat_n(0, width - pr.len()))
-        })
-        .collect();
-    let ids = Tensor::from_vec(flat, (b, width), model.device())?;
+    let context = model.config.max_position_embeddings;
+    let mut fwd = match packed {
+        Some(lm) => {
+            let cap = lens.iter().max().expect("a batch has rows") + cfg.max_new_tokens;
+            Forward::Packed(lm, lm.state(b, cap.min(context)))
+        }
+        None => Forward::Graph(model, None),
+    };
     let mut rngs: Vec<Rng> = rows
         .iter()
         .map(|&(p, s)| Rng::new(cfg.seed, keys[p], s))
@@ -246,16 +329,18 @@ fn generate_batch(
         done.iter_mut()
             .for_each(|d| *d = Some(FinishReason::Length));
     }
-    let (mut logits, mut cache) = model.prefill(&ids, &lens)?;
+    let firsts: Vec<&[u32]> = rows.iter().map(|&(p, _)| prompts[p].as_slice()).collect();
+    let vocab = model.config.vocab_size;
+    let mut logits = fwd.start(&firsts)?;
+    // the rows whose logits `logits` holds, in order
+    let mut live: Vec<usize> = (0..b).collect();
     while done.iter().any(Option::is_none) {
-        let rows_logits: Vec<Vec<f32>> = logits.to_vec2()?;
-        let mut next = vec![0u32; b];
-        for i in 0..b {
+        let (mut rows_next, mut next) = (Vec::new(), Vec::new());
+        for (j, &i) in live.iter().enumerate() {
             if done[i].is_some() {
-                continue; // a finished row decodes a placeholder; its output is ignored
+                continue;
             }
-            let t = pick(&rows_logits[i], cfg, &mut rngs[i]);
-            next[i] = t;
+            let t = pick(&logits[j * vocab..(j + 1) * vocab], cfg, &mut rngs[i]);
             tokens[i].push(t);
             if eos.contains(&t) {
                 done[i] = Some(FinishReason::Eos);
@@ -269,15 +354,20 @@ fn generate_batch(
                 }
             }
             // `max_new_tokens` is the budget, and no row grows past the model's context
-            let full = lens[i] + tokens[i].len() >= model.config.max_position_embeddings;
+            let full = lens[i] + tokens[i].len() >= context;
             if done[i].is_none() && (tokens[i].len() >= cfg.max_new_tokens || full) {
                 done[i] = Some(FinishReason::Length);
             }
+            if done[i].is_none() {
+                rows_next.push(i);
+                next.push(t);
+            }
         }
-        if done.iter().all(Option::is_some) {
+        if rows_next.is_empty() {
             break;
         }
-        logits = model.decode(&next, &mut cache)?;
+        logits = fwd.step(&rows_next, &next, b)?;
+        live = rows_next;
     }
     let mut out = Vec::with_capacity(b);
     for (i, &(p, s)) in rows.iter().enumerate() {

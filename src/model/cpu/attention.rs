@@ -306,9 +306,31 @@ fn causal_amx(qkv: &[f32], lens: &[usize], d: Heads, out: &mut [f32]) {
 /// item in qkv, position in the item)`; keys and values come from `qkv`. Writes
 /// `(reads.len(), nq * hd)` into `out`.
 pub fn rows(q: &[f32], qkv: &[f32], reads: &[(usize, usize)], d: Heads, out: &mut [f32]) {
+    let (k0, v0) = (d.nq * d.hd, (d.nq + d.nkv) * d.hd);
+    let kv = KeysValues {
+        k: &qkv[k0..],
+        v: &qkv[v0..],
+        rs: d.stride(),
+    };
+    rows_from(q, kv, reads, d, out)
+}
+
+/// Where keys and values are read: row r's head g at `k[r * rs + g * hd..]` (and `v`).
+#[derive(Clone, Copy)]
+pub struct KeysValues<'a> {
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub rs: usize,
+}
+
+/// [`rows`] with keys and values from their own buffers (a sampler's KV cache): `reads` are
+/// `(first row of the sequence in kv, position of the query)`; the query sees the keys of
+/// rows `first..=first + position` (within the window).
+pub fn rows_from(q: &[f32], kv: KeysValues, reads: &[(usize, usize)], d: Heads, out: &mut [f32]) {
     let (rep, hd, a) = (d.rep(), d.hd, d.nq * d.hd);
     assert_eq!(q.len(), reads.len() * a);
     assert_eq!(out.len(), reads.len() * a);
+    assert!(kv.rs >= d.nkv * hd);
     let dst = Shared(out.as_mut_ptr());
     let tasks: Vec<(usize, usize)> = (0..reads.len())
         .flat_map(|j| (0..d.nkv).map(move |g| (j, g)))
@@ -317,16 +339,21 @@ pub fn rows(q: &[f32], qkv: &[f32], reads: &[(usize, usize)], d: Heads, out: &mu
         let (off, p) = reads[j];
         let lo = (p + 1).saturating_sub(d.window);
         let kl = p + 1 - lo;
+        let last = (off + p) * kv.rs + d.nkv * hd;
         assert!(
-            (off + p + 1) * d.stride() <= qkv.len(),
-            "read outside its item"
+            last <= kv.k.len() && last <= kv.v.len(),
+            "read outside its sequence"
         );
         with_scratch(rep * kl, |sc| {
             let at = j * a + g * rep * hd;
-            let (k, v) = (d.kv(qkv, off + lo, g, 0), d.kv(qkv, off + lo, g, 1));
+            let view = |m: &[f32]| View {
+                ptr: m[(off + lo) * kv.rs + g * hd..].as_ptr(),
+                rs: kv.rs,
+            };
+            let (k, v) = (view(kv.k), view(kv.v));
             // SAFETY: the rep query heads of kv head g are adjacent (rep x hd at `at`), the
-            // key and value views cover kl rows, `sc` is rep x kl, the output block is
-            // written by this task only.
+            // key and value views cover kl rows of hd (checked above), `sc` is rep x kl, the
+            // output block is written by this task only.
             unsafe {
                 let qv = View {
                     ptr: q[at..].as_ptr(),

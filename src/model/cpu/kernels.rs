@@ -85,6 +85,9 @@ impl Rhs {
 /// this was the larger part of the gap to transformers' accuracy (issue 9, class 6).
 pub const K_BLOCK: usize = 128;
 
+/// Left operands of at most this many rows are split into one column chunk per thread.
+const SHORT: usize = 128;
+
 /// `dst (m x n, row stride dst_rs) (+)= a (m x k) · b`. With `accumulate` the product is
 /// added to what `dst` holds (the residual stream, or a bias written first). `threads > 1`
 /// splits the columns over rayon. `k` is summed in blocks of [`K_BLOCK`], each added into
@@ -110,7 +113,11 @@ pub unsafe fn matmul(
     }
     // Columns split here rather than by gemm's own rayon mode: that one forks and joins once
     // per call, which is once per k block, and cost small products a quarter of their speed.
-    let chunk = n.div_ceil(threads.max(1) * 4).next_multiple_of(16);
+    // Four chunks per thread balance the load, but gemm repacks the left operand for each
+    // chunk (and k block); for a short left operand (a decoding step's few rows) that
+    // repacking outweighs the product, so it gets one chunk per thread.
+    let per_thread = if m <= SHORT { 1 } else { 4 };
+    let chunk = n.div_ceil(threads.max(1) * per_thread).next_multiple_of(16);
     if threads <= 1 || chunk >= n {
         // SAFETY: the caller's contract.
         return unsafe { k_blocks(m, n, k, dst, dst_rs, accumulate, a, b) };
@@ -668,5 +675,55 @@ mod tests {
         let mut h = vec![1.0, 2.0, 3.0, 4.0];
         rope(&mut h, 1, &[0.5, 1.0], &[0.25, 0.0]);
         assert_eq!(h, vec![1.0 * 0.5 - 3.0 * 0.25, 2.0, 3.0 * 0.5 + 0.25, 4.0]);
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    #[test]
+    #[ignore = "a timing probe, run by hand"]
+    fn short_products() {
+        for &(m, n, k) in &[
+            (48usize, 1536usize, 512usize),
+            (48, 2816, 512),
+            (48, 512, 1408),
+            (2256, 1536, 512),
+        ] {
+            let a = test_values(m * k, 1);
+            let b = test_values(n * k, 2);
+            let mut dst = vec![0f32; m * n];
+            let reps = if m > 100 { 5 } else { 200 };
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                // SAFETY: the operands and dst have the sizes the call names.
+                unsafe {
+                    matmul(
+                        m,
+                        n,
+                        k,
+                        dst.as_mut_ptr(),
+                        n,
+                        false,
+                        View {
+                            ptr: a.as_ptr(),
+                            rs: k,
+                        },
+                        Rhs::Transposed(View {
+                            ptr: b.as_ptr(),
+                            rs: k,
+                        }),
+                        rayon::current_num_threads(),
+                    )
+                }
+            }
+            let s = t.elapsed().as_secs_f64() / reps as f64;
+            println!(
+                "{m}x{n}x{k}: {:.3} ms, {:.1} GFLOP/s",
+                s * 1e3,
+                2.0 * (m * n * k) as f64 / s / 1e9
+            );
+        }
     }
 }

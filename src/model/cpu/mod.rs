@@ -24,6 +24,7 @@ use kernels::{Rhs, View, matmul, rms_norm, silu_mul};
 pub mod alloc;
 pub mod amx;
 pub mod attention;
+pub mod decode;
 mod kernels;
 mod mmap;
 
