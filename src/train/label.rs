@@ -197,27 +197,76 @@ pub fn outcome_label(answer: &str, completion: &str) -> (bool, Option<String>) {
 
 /// The completion's text as the tokens spell it (special tokens skipped) and, per token, the
 /// byte offset where its text ends: the prefix `tokens[..=k]` decodes to `text[..ends[k]]`.
+/// A token that ends inside a multi-byte character ends where the last whole character does.
+///
+/// Decoding every prefix would be quadratic in the completion's length, and this runs for
+/// every sample of a round. Instead each token's text is read off a short window, as a
+/// streaming detokenizer does: `decode(window + token)` minus `decode(window)`, where the
+/// window starts at the token before the last one that produced text, so that decoders
+/// which treat a sequence's first token specially (a leading space stripped) see the same
+/// context as in the whole text. The pieces must add up to the full decode; when a decoder
+/// is not local enough for that, the prefixes are decoded after all.
 pub fn token_ends(tok: &Tokenizer, tokens: &[u32]) -> Result<(String, Vec<usize>), TrainError> {
     let decode = |t: &[u32]| {
         tok.decode(t, true)
             .map_err(|e| TrainError::Input(format!("decode: {e}")))
     };
     let text = decode(tokens)?;
+    let ends = match windowed_ends(&decode, tokens, &text)? {
+        Some(ends) => ends,
+        None => prefix_ends(&decode, tokens, &text)?,
+    };
+    Ok((text, ends))
+}
+
+/// [`token_ends`] from windows; `None` when the pieces do not add up to `text`.
+fn windowed_ends(
+    decode: &dyn Fn(&[u32]) -> Result<String, TrainError>,
+    tokens: &[u32],
+    text: &str,
+) -> Result<Option<Vec<usize>>, TrainError> {
+    let mut ends = Vec::with_capacity(tokens.len());
+    let (mut prefix, mut read, mut out) = (0, 0, 0);
+    for k in 0..tokens.len() {
+        let before = decode(&tokens[prefix..read])?;
+        let after = decode(&tokens[prefix..=k])?;
+        if after.len() > before.len() && !after.ends_with('\u{FFFD}') {
+            match after.strip_prefix(before.as_str()) {
+                Some(piece) if text[out..].starts_with(piece) => out += piece.len(),
+                _ => return Ok(None),
+            }
+            (prefix, read) = (read, k + 1);
+        }
+        ends.push(out);
+    }
+    Ok((out == text.len()).then_some(ends))
+}
+
+/// [`token_ends`] by decoding every prefix: quadratic, but right for any decoder.
+fn prefix_ends(
+    decode: &dyn Fn(&[u32]) -> Result<String, TrainError>,
+    tokens: &[u32],
+    text: &str,
+) -> Result<Vec<usize>, TrainError> {
     let mut ends = Vec::with_capacity(tokens.len());
     let mut last = 0;
     for k in 0..tokens.len() {
         let prefix = decode(&tokens[..=k])?;
         // a token that ends inside a multi-byte character decodes to U+FFFD: it ends where
-        // the common prefix with the full text does
-        let common = prefix
+        // the common prefix with the full text does, at a character boundary
+        let mut common = prefix
             .bytes()
             .zip(text.bytes())
             .take_while(|(a, b)| a == b)
-            .count();
-        last = last.max(common.min(prefix.len()));
+            .count()
+            .min(prefix.len());
+        while !text.is_char_boundary(common) {
+            common -= 1;
+        }
+        last = last.max(common);
         ends.push(last);
     }
-    Ok((text, ends))
+    Ok(ends)
 }
 
 /// Token spans `(start, len)` of the steps at byte ranges `steps` of a text whose tokens end
@@ -273,5 +322,47 @@ mod tests {
         assert_eq!(token_spans(&ends, &ranges), vec![(0, 1), (2, 2), (4, 2)]);
         // a token covering two steps goes to the first; the second gets an empty span
         assert_eq!(token_spans(&[14], &ranges), vec![(0, 1), (1, 0), (1, 0)]);
+    }
+
+    /// The windowed decoding gives every token the end that decoding its prefix does, on
+    /// each tokenizer family the tests ship (byte-level BPE, SentencePiece-style BPE,
+    /// WordPiece-like), with multi-byte characters split across tokens.
+    #[test]
+    fn windowed_ends_equal_prefix_ends() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/prm");
+        let texts = [
+            "Step 1: 3 + 4 = 7.\n\nStep 2: so x = 7 \u{2192} \\boxed{7}",
+            "  leading spaces, \u{03c0}r\u{00b2} \u{2264} 10 and \u{221a}2 \u{2248} 1.414\n\n\u{1F600} done",
+            "\u{4E00}\u{4E8C}\u{4E09} = 1 + 2 + 3\n\n\u{00e9}t\u{00e9}\u{00a0}x",
+            "",
+        ];
+        let mut checked = 0;
+        for dir in std::fs::read_dir(&root).unwrap() {
+            let file = dir.unwrap().path().join("tokenizer.json");
+            let Ok(tok) = Tokenizer::from_file(&file) else {
+                continue;
+            };
+            for text in texts {
+                let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+                let (decoded, ends) = token_ends(&tok, &ids).unwrap();
+                let decode = |t: &[u32]| {
+                    tok.decode(t, true)
+                        .map_err(|e| TrainError::Input(e.to_string()))
+                };
+                let want = prefix_ends(&decode, &ids, &decoded).unwrap();
+                assert_eq!(ends, want, "{} on {text:?}", file.display());
+                // and the windows, not the fallback, gave them
+                let windowed = windowed_ends(&decode, &ids, &decoded).unwrap();
+                assert_eq!(
+                    windowed.as_ref(),
+                    Some(&want),
+                    "{} on {text:?}",
+                    file.display()
+                );
+                assert_eq!(ends.last().copied().unwrap_or(0), decoded.len());
+                checked += 1;
+            }
+        }
+        assert!(checked >= 8, "only {checked} tokenizer/text pairs found");
     }
 }
