@@ -39,12 +39,6 @@ pub struct LmState {
     len: Vec<usize>,
 }
 
-impl LmState {
-    pub fn len(&self, row: usize) -> usize {
-        self.len[row]
-    }
-}
-
 impl CpuLm {
     /// From Hugging Face-named tensors (`model.…`, `lm_head.weight` unless tied).
     pub fn from_tensors(
@@ -74,10 +68,6 @@ impl CpuLm {
             head: Linear::new(flat(&head)?, c.vocab_size, false),
             vocab: c.vocab_size,
         })
-    }
-
-    pub fn vocab(&self) -> usize {
-        self.vocab
     }
 
     /// An empty cache for `rows` sequences of up to `cap` tokens each.
