@@ -53,36 +53,30 @@ fn last_dim(l: &Layout) -> usize {
     l.dims().last().copied().unwrap_or(1)
 }
 
-/// `x / sqrt(mean(x²) + eps)` over the last axis (the weight is multiplied by the caller).
-struct Normalize(f32);
-
-impl CustomOp1 for Normalize {
-    fn name(&self) -> &'static str {
-        "normalize"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = slice(s, l, self.name())?;
-        let h = last_dim(l);
-        let y = rows_map(x.len() / h, h, |i, o| {
-            normalize_rows(&x[i * h..(i + 1) * h], h, self.0, o)
-        });
-        Ok((CpuStorage::F32(y), l.shape().clone()))
-    }
-
-    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(
-            &g.contiguous()?,
-            &NormalizeGrad(self.0),
-        )?))
-    }
+/// The body of a one-input op over rows of `w` values (the last axis unless said):
+/// `f(row index, x row, y row)`; y has x's shape.
+fn map_rows(
+    s: &CpuStorage,
+    l: &Layout,
+    op: &str,
+    w: usize,
+    f: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let x = slice(s, l, op)?;
+    let y = rows_map(x.len() / w, w, |i, o| f(i, &x[i * w..(i + 1) * w], o));
+    Ok((CpuStorage::F32(y), l.shape().clone()))
 }
 
-struct NormalizeGrad(f32);
+/// A backward op: from the forward's input or output `x` and the upstream gradient `g`
+/// (whole, since its rows need not match x's), `f(row index, x row, g, dx row)` per row.
+struct RowGrad<F> {
+    name: &'static str,
+    f: F,
+}
 
-impl CustomOp2 for NormalizeGrad {
+impl<F: Fn(usize, &[f32], &[f32], &mut [f32]) + Send + Sync> CustomOp2 for RowGrad<F> {
     fn name(&self) -> &'static str {
-        "normalize-grad"
+        self.name
     }
 
     fn cpu_fwd(
@@ -92,13 +86,46 @@ impl CustomOp2 for NormalizeGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, g) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
-        let h = last_dim(l1);
-        let dx = rows_map(x.len() / h, h, |i, o| {
-            let r = i * h..(i + 1) * h;
-            normalize_grad_rows(&x[r.clone()], &g[r], h, self.0, o)
-        });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        let g = slice(s2, l2, self.name)?;
+        map_rows(s1, l1, self.name, last_dim(l1), |i, x, o| {
+            (self.f)(i, x, g, o)
+        })
+    }
+}
+
+/// `dx` of a forward op from `x` (its input or output) and `g`, by [`RowGrad`].
+fn grad(
+    x: &Tensor,
+    g: &Tensor,
+    name: &'static str,
+    f: impl Fn(usize, &[f32], &[f32], &mut [f32]) + Send + Sync,
+) -> candle_core::Result<Option<Tensor>> {
+    Ok(Some(x.apply_op2_no_bwd(
+        &g.contiguous()?,
+        &RowGrad { name, f },
+    )?))
+}
+
+/// `x / sqrt(mean(x²) + eps)` over the last axis (the weight is multiplied by the caller).
+struct Normalize(f32);
+
+impl CustomOp1 for Normalize {
+    fn name(&self) -> &'static str {
+        "normalize"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        map_rows(s, l, self.name(), last_dim(l), |_, x, o| {
+            normalize_rows(x, x.len(), self.0, o)
+        })
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let eps = self.0;
+        grad(x, g, "normalize-grad", move |i, x, g, o| {
+            let h = x.len();
+            normalize_grad_rows(x, &g[i * h..(i + 1) * h], h, eps, o)
+        })
     }
 }
 
@@ -120,7 +147,6 @@ impl CustomOp1 for Rope {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = slice(s, l, self.name())?;
         let &[_, t, n, hd] = l.dims() else {
             candle_core::bail!("rope: needs (b, t, heads, head_dim)")
         };
@@ -131,18 +157,13 @@ impl CustomOp1 for Rope {
                 self.cos.len() / half
             )
         }
-        let w = n * hd;
-        let y = rows_map(x.len() / w, w, |i, o| {
+        // a row is one (b, t) position: all its heads turn by the same angles
+        let (cos, sin) = (&self.cos, &self.sin);
+        map_rows(s, l, self.name(), n * hd, |i, x, o| {
             let p = i % t;
-            o.copy_from_slice(&x[i * w..(i + 1) * w]);
-            rope_row(
-                o,
-                n,
-                &self.cos[p * half..][..half],
-                &self.sin[p * half..][..half],
-            );
-        });
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+            o.copy_from_slice(x);
+            rope_row(o, n, &cos[p * half..][..half], &sin[p * half..][..half]);
+        })
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -180,59 +201,26 @@ impl CustomOp1 for CausalSoftmax {
     }
 
     fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = slice(st, l, self.name())?;
         let d = l.dims();
         let (t, s) = (d[d.len() - 2], d[d.len() - 1]);
         if t > s {
             candle_core::bail!("causal-softmax: {t} queries but {s} keys")
         }
-        let y = rows_map(x.len() / s, s, |i, o| {
+        map_rows(st, l, self.name(), s, |i, x, o| {
             let (lo, hi) = self.span(i, t, s);
-            o[lo..hi].copy_from_slice(&x[i * s + lo..i * s + hi]);
+            o[lo..hi].copy_from_slice(&x[lo..hi]);
             softmax_row(o, lo, hi, self.scale);
-        });
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+        })
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let back = CausalSoftmaxGrad {
-            scale: self.scale,
-            window: self.window,
-        };
-        Ok(Some(y.apply_op2_no_bwd(&g.contiguous()?, &back)?))
-    }
-}
-
-struct CausalSoftmaxGrad {
-    scale: f32,
-    window: usize,
-}
-
-impl CustomOp2 for CausalSoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "causal-softmax-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (y, g) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
-        let d = l1.dims();
+        let d = y.dims();
         let (t, s) = (d[d.len() - 2], d[d.len() - 1]);
-        let span = CausalSoftmax {
-            scale: self.scale,
-            window: self.window,
-        };
-        let dx = rows_map(y.len() / s, s, |i, o| {
+        let span = CausalSoftmax { ..*self };
+        grad(y, g, "causal-softmax-grad", move |i, y, g, o| {
             let (lo, hi) = span.span(i, t, s);
-            let r = i * s..(i + 1) * s;
-            softmax_grad_row(&y[r.clone()], &g[r], lo, hi, self.scale, o)
-        });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+            softmax_grad_row(y, &g[i * s..(i + 1) * s], lo, hi, span.scale, o)
+        })
     }
 }
 
@@ -351,38 +339,15 @@ impl CustomOp1 for PickedLogprob {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let back = PickedLogprobGrad(self.0.clone());
-        Ok(Some(x.apply_op2_no_bwd(&g.contiguous()?, &back)?))
-    }
-}
-
-struct PickedLogprobGrad(Arc<Vec<u32>>);
-
-impl CustomOp2 for PickedLogprobGrad {
-    fn name(&self) -> &'static str {
-        "picked-logprob-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, g) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
-        let v = last_dim(l1);
-        let dx = rows_map(x.len() / v, v, |i, o| {
-            let r = &x[i * v..(i + 1) * v];
+        let ids = self.0.clone();
+        grad(x, g, "picked-logprob-grad", move |i, r, g, o| {
             let (m, z) = row_lse(r);
-            let gi = g[i];
-            let inv = 1.0 / z;
+            let (gi, inv) = (g[i], 1.0 / z);
             for (o, x) in o.iter_mut().zip(r) {
                 *o = -gi * (x - m).exp() * inv;
             }
-            o[self.0[i] as usize] += gi;
-        });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+            o[ids[i] as usize] += gi;
+        })
     }
 }
 
