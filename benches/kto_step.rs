@@ -30,14 +30,6 @@ const BATCH: usize = 8;
 const PROMPT: usize = 64;
 const COMPLETION: usize = 192;
 
-fn peak_rss_mb() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn main() {
     stepkto::model::cpu::alloc::pin_thread_count();
     stepkto::model::cpu::alloc::retain_freed_blocks();
@@ -91,7 +83,7 @@ fn main() {
     let ours = t.elapsed().as_secs_f64() / steps as f64;
     println!(
         "stepkto:  {ours:7.3} s/step  peak RSS {:.0} MB  first loss {:.8}",
-        peak_rss_mb(),
+        stepkto::model::cpu::alloc::peak_rss_mb(),
         first["loss"]
     );
     if std::env::var_os("STEPKTO_BENCH_SKIP_PY").is_some() {

@@ -31,14 +31,6 @@ fn new_tokens() -> usize {
         .unwrap_or(NEW)
 }
 
-fn peak_rss_mb() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn main() {
     stepkto::model::cpu::alloc::pin_thread_count();
     stepkto::model::cpu::alloc::retain_freed_blocks();
@@ -86,7 +78,7 @@ fn main() {
     let ours_tps = n as f64 / ours;
     println!(
         "stepkto:      {ours:7.2} s  {ours_tps:7.1} tokens/s  peak RSS {:.0} MB (this process, with the checkpoint written)",
-        peak_rss_mb()
+        stepkto::model::cpu::alloc::peak_rss_mb()
     );
     if std::env::var_os("STEPKTO_BENCH_SKIP_PY").is_some() {
         return;

@@ -10,6 +10,8 @@ import torch
 import trl
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from bench_common import peak_rss_mb
 from trl import KTOConfig, KTOTrainer
 
 
@@ -34,15 +36,6 @@ class Clock(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kw):
         self.times.append(time.perf_counter() - self.t)
-
-
-def peak_rss_mb():
-    """This process's peak RSS (VmHWM; getrusage's ru_maxrss would carry the parent's peak
-    across exec)."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main():

@@ -7,14 +7,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-
-def peak_rss_mb():
-    """This process's peak RSS (VmHWM; getrusage's ru_maxrss would carry the parent's peak
-    across exec)."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from bench_common import peak_rss_mb
 
 
 def main():

@@ -7,7 +7,8 @@
 //! maximum (32 MiB on 64-bit) and the trim threshold far above it keeps freed blocks in the
 //! heap for the next step; blocks above 32 MiB (a large vocabulary's logits) are still
 //! mapped. The thread count: see [`pin_thread_count`]. Here because both calls are
-//! `unsafe` (FFI, and the environment).
+//! `unsafe` (FFI, and the environment). And the process's peak memory, which benchmarks and
+//! run reports print.
 
 /// Keep freed blocks of up to 32 MiB for reuse; call once, early (main, benchmarks).
 pub fn retain_freed_blocks() {
@@ -36,4 +37,14 @@ pub fn pin_thread_count() {
         // thread reads or writes the environment concurrently.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
     }
+}
+
+/// This process's peak resident memory in MiB (`VmHWM`; getrusage's `ru_maxrss` would carry
+/// a parent's peak across exec), or NaN where /proc does not say.
+pub fn peak_rss_mb() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
