@@ -119,6 +119,10 @@ pub struct GenerateArgs {
     /// Sequences decoded together at most.
     #[arg(long, default_value_t = 64)]
     pub max_batch: usize,
+    /// Memory a batch may hold, in MiB (its KV cache at full length and the prefill);
+    /// batches are cut to fit.
+    #[arg(long, default_value_t = crate::train::sample::DEFAULT_MAX_MEMORY_MB)]
+    pub max_memory_mb: usize,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +183,9 @@ pub struct EvalGenerateArgs {
     pub system: String,
     #[arg(long, default_value_t = 64)]
     pub max_batch: usize,
+    /// Memory a sampling batch may hold, in MiB.
+    #[arg(long, default_value_t = crate::train::sample::DEFAULT_MAX_MEMORY_MB)]
+    pub max_memory_mb: usize,
 }
 
 #[derive(Debug, Args)]

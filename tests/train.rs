@@ -28,13 +28,22 @@ fn write(case: &Value, sharded: bool) -> PathBuf {
     dir
 }
 
-fn ids(row: &Value) -> Tensor {
-    let v: Vec<u32> = row
-        .as_array()
+/// A JSON array of token ids.
+fn id_list(row: &Value) -> Vec<u32> {
+    row.as_array()
         .unwrap()
         .iter()
         .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
+        .collect()
+}
+
+/// A JSON array of arrays of token ids.
+fn id_lists(rows: &Value) -> Vec<Vec<u32>> {
+    rows.as_array().unwrap().iter().map(id_list).collect()
+}
+
+fn ids(row: &Value) -> Tensor {
+    let v = id_list(row);
     let n = v.len();
     Tensor::from_vec(v, (1, n), &Device::Cpu).unwrap()
 }
@@ -87,18 +96,7 @@ fn padded_batch_rows_equal_rows_alone() {
     let case = &e["cases"]["llama3"];
     let dir = write(case, false);
     let m = Decoder::load(&dir, &Device::Cpu).unwrap();
-    let rows: Vec<Vec<u32>> = case["sequences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect();
+    let rows = id_lists(&case["sequences"]);
     let t = rows.iter().map(Vec::len).max().unwrap();
     let flat: Vec<u32> = rows
         .iter()
@@ -293,26 +291,10 @@ fn greedy_generation_equals_transformers() {
     for (name, case) in e["cases"].as_object().unwrap() {
         let dir = write(case, false);
         let m = Decoder::load(&dir, &Device::Cpu).unwrap();
-        let prompts: Vec<Vec<u32>> = case["prompts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                p.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_u64().unwrap() as u32)
-                    .collect()
-            })
-            .collect();
+        let prompts = id_lists(&case["prompts"]);
         let out = generate(&m, &prompts, 1, &[], None, &cfg).unwrap();
         for (s, want) in out.iter().zip(case["greedy"].as_array().unwrap()) {
-            let want: Vec<u32> = want
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect();
+            let want = id_list(want);
             assert_eq!(s.tokens, want, "{name}: prompt {}", s.prompt);
             assert_eq!(s.finish_reason, FinishReason::Length);
         }
@@ -330,18 +312,7 @@ fn packed_decode_equals_the_graph_with_its_cache() {
     for (name, case) in e["cases"].as_object().unwrap() {
         let dir = write(case, false);
         let m = Decoder::load(&dir, &Device::Cpu).unwrap();
-        let prompts: Vec<Vec<u32>> = case["prompts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                p.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_u64().unwrap() as u32)
-                    .collect()
-            })
-            .collect();
+        let prompts = id_lists(&case["prompts"]);
         let lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
         let width = *lens.iter().max().unwrap();
         let flat: Vec<u32> = prompts
@@ -416,6 +387,17 @@ fn seeded_samples_reproduce_and_stop() {
             (b.prompt, b.sample, &b.tokens)
         );
     }
+    // a row larger than the budget: a clear error naming it, before anything runs
+    let huge = SampleConfig {
+        max_new_tokens: 1 << 20,
+        max_memory_mb: 1,
+        ..cfg.clone()
+    };
+    let err = generate(&m, &prompts, 3, &[], None, &huge)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("memory budget of 1 MiB"), "{err}");
     assert_ne!(
         all[0].tokens, all[1].tokens,
         "two samples of one prompt differ"
@@ -716,5 +698,69 @@ fn sampling_stops_at_the_model_context() {
         .unwrap()
         .to_string();
     assert!(err.contains("context"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Vocabularies that do not line up. A checkpoint whose config names more rows than its
+/// embedding and head hold is refused at load, with the tensor named. A model vocabulary
+/// padded past the tokenizer's (as Qwen2's 151936 rows over 151665 ids) samples and decodes:
+/// ids the tokenizer lacks spell nothing, and the steps' token spans still cover every token.
+/// A prompt id past the model's rows (a tokenizer with added tokens the model never got) is a
+/// clear error.
+#[test]
+fn vocabularies_that_differ() {
+    use stepkto::train::label::completion_steps;
+    use stepkto::train::sample::{SampleConfig, generate};
+    // config says 700 rows, the tensors hold 601
+    let dir = tiny::temp_dir("vocab-mismatch");
+    tiny::write_checkpoint("math-shepherd-bpe", &dir, false);
+    let path = dir.join("config.json");
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    c["vocab_size"] = 700.into();
+    std::fs::write(&path, c.to_string()).unwrap();
+    let err = Decoder::load(&dir, &Device::Cpu).err().unwrap().to_string();
+    assert!(
+        err.contains("embed_tokens") || err.contains("lm_head"),
+        "{err}"
+    );
+    assert!(err.contains("700"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // 640 rows for a 601-id tokenizer: sampling reaches the padding ids
+    let dir = tiny::temp_dir("vocab-padded");
+    tiny::write_checkpoint_with(
+        "math-shepherd-bpe",
+        &dir,
+        false,
+        &serde_json::json!({"vocab_size": 640}),
+    );
+    let m = Decoder::load(&dir, &Device::Cpu).unwrap();
+    let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let cfg = SampleConfig {
+        temperature: 5.0,
+        max_new_tokens: 48,
+        seed: 3,
+        ..SampleConfig::default()
+    };
+    let out = generate(&m, &[vec![5, 6, 7]], 8, &[], Some(&tok), &cfg).unwrap();
+    let padded = out
+        .iter()
+        .flat_map(|s| &s.tokens)
+        .filter(|&&t| t >= 601)
+        .count();
+    assert!(padded > 0, "no padding id was sampled");
+    for s in &out {
+        assert!(s.tokens.iter().all(|&t| t < 640));
+        let (steps, spans) = completion_steps(&tok, &s.tokens).unwrap();
+        assert_eq!(steps.len(), spans.len());
+        assert!(spans.iter().all(|&(a, n)| a + n <= s.tokens.len()));
+        assert!(s.text.is_some());
+    }
+    // an id past the model's rows
+    let err = generate(&m, &[vec![5, 640]], 1, &[], None, &cfg)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("vocabulary of 640"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }

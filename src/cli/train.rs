@@ -95,6 +95,7 @@ pub fn generate(args: &GenerateArgs) -> Result<(), CliError> {
         seed: args.seed,
         stop: args.stop.clone(),
         max_batch: args.max_batch,
+        max_memory_mb: args.max_memory_mb,
     };
     let context = model.config.max_position_embeddings;
     let lines: Vec<ParsedLine> = read_lines(&args.input)?
@@ -270,6 +271,7 @@ pub fn eval_generate(a: &EvalGenerateArgs) -> Result<(), CliError> {
         judge: judge.as_ref(),
         seed: a.seed,
         max_batch: a.max_batch,
+        max_memory_mb: a.max_memory_mb,
     };
     let cfg = EvalSection {
         samples: a.samples,

@@ -79,6 +79,7 @@ pub struct EvalInputs<'a> {
     pub judge: Option<&'a StepJudge>,
     pub seed: u64,
     pub max_batch: usize,
+    pub max_memory_mb: usize,
 }
 
 /// Evaluate `model`; returns the report and one record per problem (greedy solution, its
@@ -99,6 +100,7 @@ pub fn evaluate(
         seed: x.seed,
         stop: Vec::new(),
         max_batch: x.max_batch,
+        max_memory_mb: x.max_memory_mb,
     };
     let sampled = SampleConfig {
         temperature: cfg.temperature,

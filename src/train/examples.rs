@@ -72,6 +72,7 @@ pub fn sample_lines(
         seed: mix(&[cfg.seed, round as u64]),
         stop: s.stop.clone(),
         max_batch: s.max_batch,
+        max_memory_mb: s.max_memory_mb,
     };
     let context = model.config.max_position_embeddings;
     let mut todo: Vec<(usize, Vec<u32>)> = Vec::new();

@@ -339,6 +339,7 @@ impl Run<'_> {
             judge: self.judge.as_ref(),
             seed: mix(&[self.cfg.seed, 0xE7A1]),
             max_batch: self.cfg.sample.max_batch,
+            max_memory_mb: self.cfg.sample.max_memory_mb,
         };
         let (report, records) = evaluate(&model, &x, &self.cfg.eval, |n| b.inc(n as u64))?;
         b.finish_and_clear();

@@ -12,6 +12,7 @@ use super::TrainError;
 use super::label::JudgeConfig;
 use super::loss::{KtoConfig, StepConfig};
 use super::optim::OptimConfig;
+use super::sample::DEFAULT_MAX_MEMORY_MB;
 use crate::config::DEFAULT_SYSTEM;
 
 /// Which loss a run trains with (the `stepkto train` subcommand).
@@ -105,6 +106,8 @@ pub struct SampleSection {
     pub max_new_tokens: usize,
     pub stop: Vec<String>,
     pub max_batch: usize,
+    /// Memory a sampling batch may hold, in MiB (KV cache and prefill; evaluation too).
+    pub max_memory_mb: usize,
 }
 
 impl Default for SampleSection {
@@ -117,6 +120,7 @@ impl Default for SampleSection {
             max_new_tokens: 512,
             stop: Vec::new(),
             max_batch: 32,
+            max_memory_mb: DEFAULT_MAX_MEMORY_MB,
         }
     }
 }
@@ -181,6 +185,7 @@ impl TrainConfig {
             ("save_every", self.save_every),
             ("sample.samples", self.sample.samples),
             ("sample.max_batch", self.sample.max_batch),
+            ("sample.max_memory_mb", self.sample.max_memory_mb),
             ("optim.grad_accumulation", self.optim.grad_accumulation),
             ("judge.batch", self.judge.batch),
         ];

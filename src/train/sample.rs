@@ -14,6 +14,7 @@ use tokenizers::Tokenizer;
 
 use super::TrainError;
 use super::decoder::{Decoder, KvCache};
+use crate::model::config::ModelConfig;
 use crate::model::cpu::decode::{CpuLm, LmState};
 
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -31,6 +32,60 @@ pub struct SampleConfig {
     pub stop: Vec<String>,
     /// Rows decoded together at most (prompts × samples are split into such batches).
     pub max_batch: usize,
+    /// Memory a batch may hold, in MiB: its KV cache at full length plus the prefill's
+    /// activations (see [`row_bytes`]). Batches are cut smaller to fit; a single row that
+    /// does not fit is an error before anything runs.
+    pub max_memory_mb: usize,
+}
+
+/// The default sampling memory budget: an eighth of a 32 GB machine.
+pub const DEFAULT_MAX_MEMORY_MB: usize = 4096;
+
+/// The most bytes one row of a sampling batch holds: its keys and values for every layer at
+/// full length (prompt + new tokens), and, during the prefill, per prompt token the packed
+/// forward's activations (residual, normed copy, q/k/v, attention output, gate/up and the
+/// activated MLP row) and its scores against the prompt, plus one row of logits. An upper
+/// bound for the packed CPU forward; the graph path (CUDA) holds the same order.
+pub fn row_bytes(c: &ModelConfig, prompt: usize, new: usize) -> u64 {
+    let (h, hd) = (c.hidden_size as u64, c.head_dim() as u64);
+    let (q, kv) = (c.num_attention_heads as u64 * hd, c.kv_heads() as u64 * hd);
+    let inter = c.intermediate_size as u64;
+    let (prompt, len) = (prompt as u64, (prompt + new) as u64);
+    let cache = c.num_hidden_layers as u64 * 2 * kv * len;
+    let per_token = 2 * h + (q + 2 * kv) + q + 3 * inter + c.num_attention_heads as u64 * prompt;
+    4 * (cache + prompt * per_token + c.vocab_size as u64)
+}
+
+/// Cut `rows` (in order) into batches of at most `max_batch` rows whose [`row_bytes`] sum
+/// stays within the budget.
+fn batches(
+    rows: &[(usize, usize)],
+    cost: impl Fn(usize) -> u64,
+    cfg: &SampleConfig,
+) -> Result<Vec<std::ops::Range<usize>>, TrainError> {
+    let budget = (cfg.max_memory_mb as u64) << 20;
+    let (mut out, mut start, mut used) = (Vec::new(), 0, 0u64);
+    for (i, &(p, _)) in rows.iter().enumerate() {
+        let c = cost(p);
+        if c > budget {
+            return Err(TrainError::Input(format!(
+                "prompt {p} needs {} MiB to sample (its KV cache at full length and its \
+                 prefill), over the sampling memory budget of {} MiB: raise max_memory_mb, or \
+                 lower max_new_tokens",
+                c.div_ceil(1 << 20),
+                cfg.max_memory_mb
+            )));
+        }
+        if i > start && (i - start >= cfg.max_batch.max(1) || used + c > budget) {
+            out.push(start..i);
+            (start, used) = (i, 0);
+        }
+        used += c;
+    }
+    if start < rows.len() {
+        out.push(start..rows.len());
+    }
+    Ok(out)
 }
 
 impl Default for SampleConfig {
@@ -43,6 +98,7 @@ impl Default for SampleConfig {
             seed: 0,
             stop: Vec::new(),
             max_batch: 64,
+            max_memory_mb: DEFAULT_MAX_MEMORY_MB,
         }
     }
 }
@@ -217,19 +273,25 @@ pub fn generate_keyed(
     let rows: Vec<(usize, usize)> = (0..prompts.len())
         .flat_map(|p| (0..n).map(move |s| (p, s)))
         .collect();
+    // a row's cache stops at the model's context (prompts are shorter, checked above)
+    let cost = |p: usize| {
+        let len = prompts[p].len();
+        row_bytes(&model.config, len, cfg.max_new_tokens.min(context - len))
+    };
+    let parts = batches(&rows, cost, cfg)?;
     // the packed CPU forward, built once for all batches (a copy of the weights)
     let packed = match model.device().is_cpu() {
         true => Some(CpuLm::from_tensors(&model.config, model.tensors())?),
         false => None,
     };
     let mut out = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(cfg.max_batch.max(1)) {
+    for part in parts {
         out.extend(generate_batch(
             model,
             packed.as_ref(),
             prompts,
             keys,
-            chunk,
+            &rows[part],
             eos,
             tokenizer,
             cfg,
@@ -429,5 +491,43 @@ mod tests {
             let want = (logits[i] as f64).exp() / z;
             assert!((h as f64 / 20_000.0 - want).abs() < 0.015, "token {i}: {h}");
         }
+    }
+
+    /// Batches keep row order, hold at most `max_batch` rows and the budget's bytes, and a
+    /// row over the budget alone is an error.
+    #[test]
+    fn batches_fit_the_memory_budget() {
+        let rows: Vec<(usize, usize)> = (0..5).flat_map(|p| (0..2).map(move |s| (p, s))).collect();
+        let mib = 1u64 << 20;
+        let cost = |p: usize| [mib / 2, mib / 2, mib, mib / 4, 3 * mib / 4][p];
+        let cfg = SampleConfig {
+            max_batch: 3,
+            max_memory_mb: 1,
+            ..SampleConfig::default()
+        };
+        let parts = batches(&rows, cost, &cfg).unwrap();
+        assert_eq!(parts, vec![0..2, 2..4, 4..5, 5..6, 6..8, 8..9, 9..10]);
+        for r in &parts {
+            assert!(
+                r.len() <= 3 && rows[r.clone()].iter().map(|&(p, _)| cost(p)).sum::<u64>() <= mib
+            );
+        }
+        let tight = SampleConfig {
+            max_memory_mb: 0,
+            ..cfg.clone()
+        };
+        let err = batches(&rows, cost, &tight).unwrap_err().to_string();
+        assert!(
+            err.contains("prompt 0 needs 1 MiB") && err.contains("budget of 0 MiB"),
+            "{err}"
+        );
+        let wide = SampleConfig {
+            max_memory_mb: 100,
+            ..cfg
+        };
+        assert_eq!(
+            batches(&rows, cost, &wide).unwrap(),
+            vec![0..3, 3..6, 6..9, 9..10]
+        );
     }
 }
