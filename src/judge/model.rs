@@ -115,7 +115,7 @@ impl Decoder {
             h,
         );
         let body = if let Some(m) = packed {
-            Body::Packed(CpuLayers::load(c, &vb, m.resolve()? == CpuMatmul::Bf16x3)?)
+            Body::Packed(CpuLayers::load(c, &vb, m.engine()?)?)
         } else {
             let mut layers = Vec::with_capacity(c.num_hidden_layers);
             for i in 0..c.num_hidden_layers {

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::attention::{KeysValues, rows_from};
 use super::kernels::rope;
-use super::{CpuLayers, Linear, ModelError, Qkv, norm_rows, project, project_into};
+use super::{CpuLayers, Engine, Linear, ModelError, Qkv, norm_rows, project, project_into};
 use crate::model::config::{ModelConfig, rotary_tables};
 
 /// A causal LM's weights in the packed CPU form.
@@ -61,11 +61,12 @@ impl CpuLm {
                 .ok_or_else(|| ModelError::Load("no model.embed_tokens.weight".into()))?,
         )?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-        let layers = CpuLayers::load(c, &vb.pp("model"), false)?;
+        let engine = Engine::for_decoding();
+        let layers = CpuLayers::load(c, &vb.pp("model"), engine)?;
         Ok(CpuLm {
             layers,
             embed,
-            head: Linear::new(flat(&head)?, c.vocab_size, false),
+            head: Linear::new(flat(&head)?, c.vocab_size, engine),
             vocab: c.vocab_size,
         })
     }

@@ -10,8 +10,9 @@
 //! only at the rows where scores are read (its keys and values are needed everywhere, its
 //! queries, attention output and MLP only there).
 //!
-//! The products run on `gemm` in f32, or on AMX tiles as bf16x3 (`amx.rs`) when the loader
-//! asks for it: each weight is kept in the one form its engine reads.
+//! The products run on `gemm` in f32, on AMX tiles as bf16x3 (`amx.rs`), or on f32 panels
+//! packed at load (`panel.rs`, the sampler's short products), as the loader asks ([`Engine`]):
+//! each weight is kept in the one form its engine reads.
 
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -27,6 +28,7 @@ pub mod attention;
 pub mod decode;
 mod kernels;
 mod mmap;
+pub mod panel;
 
 #[cfg(test)]
 pub(crate) use kernels::test_values;
@@ -79,6 +81,14 @@ impl CpuMatmul {
         }
     }
 
+    /// The engine the PRM's layers load with.
+    pub fn engine(self) -> Result<Engine, ModelError> {
+        Ok(match self.resolve()? {
+            CpuMatmul::Bf16x3 => Engine::Amx,
+            _ => Engine::Gemm,
+        })
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             CpuMatmul::Auto => "auto",
@@ -91,9 +101,31 @@ impl CpuMatmul {
 /// Rows per parallel chunk in the row kernels.
 const ROWS: usize = 16;
 
+/// The engine of a layer stack's matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// f32 on `gemm`, which packs both operands per call: large products (a PRM's prefill).
+    Gemm,
+    /// f32 on weights packed at load (`panel.rs`): short products (decoding). Needs AVX-512.
+    Panels,
+    /// bf16x3 on AMX tiles (`amx.rs`). Needs AMX.
+    Amx,
+}
+
+impl Engine {
+    /// The fastest f32 engine for short products on this CPU.
+    pub fn for_decoding() -> Engine {
+        match panel::available() {
+            true => Engine::Panels,
+            false => Engine::Gemm,
+        }
+    }
+}
+
 /// A `Linear` weight `(out, in)`, in the form its product engine reads.
 enum Weight {
     F32(Vec<f32>),
+    Panels(panel::Panels),
     Amx(amx::Packed),
 }
 
@@ -104,11 +136,12 @@ struct Linear {
 }
 
 impl Linear {
-    fn new(w: Vec<f32>, out: usize, amx: bool) -> Linear {
+    fn new(w: Vec<f32>, out: usize, engine: Engine) -> Linear {
         let inp = w.len() / out;
-        let w = match amx {
-            true => Weight::Amx(amx::Packed::new(&w, out, inp)),
-            false => Weight::F32(w),
+        let w = match engine {
+            Engine::Amx => Weight::Amx(amx::Packed::new(&w, out, inp)),
+            Engine::Panels => Weight::Panels(panel::Panels::new(&w, out, inp)),
+            Engine::Gemm => Weight::F32(w),
         };
         Linear { out, inp, w }
     }
@@ -201,6 +234,7 @@ fn project_into(
     }
     match &w.w {
         Weight::Amx(p) => amx::matmul(x, p, dst, dst_rs, acc),
+        Weight::Panels(p) => panel::matmul(x, p, dst, dst_rs, acc, threads()),
         // SAFETY: x is rows x inp, w is out x inp, dst covers rows x out at dst_rs (all
         // checked above) and, being a `&mut`, overlaps neither.
         Weight::F32(w) => unsafe {
@@ -241,8 +275,9 @@ fn swiglu(gu: &[f32], inter: usize, out: &mut [f32]) {
 
 impl CpuLayers {
     /// The layers, final norm and rotary angles; `vb` is rooted at the base model (`model.`).
-    /// With `amx` the products run on AMX tiles (the caller checked it is there).
-    pub fn load(c: &ModelConfig, vb: &VarBuilder, amx: bool) -> Result<CpuLayers, ModelError> {
+    /// The products run on `engine` (the caller checked the CPU has what it needs).
+    pub fn load(c: &ModelConfig, vb: &VarBuilder, engine: Engine) -> Result<CpuLayers, ModelError> {
+        let amx = engine == Engine::Amx;
         let h = c.hidden_size;
         let heads = Heads {
             nq: c.num_attention_heads,
@@ -261,11 +296,11 @@ impl CpuLayers {
             wkv.extend(get(&a, &[kv, h], "v_proj.weight")?);
             let qkv = if i + 1 < c.num_hidden_layers {
                 wq.extend(wkv);
-                Qkv::Fused(Linear::new(wq, q + 2 * kv, amx))
+                Qkv::Fused(Linear::new(wq, q + 2 * kv, engine))
             } else {
                 Qkv::Split {
-                    q: Linear::new(wq, q, amx),
-                    kv: Linear::new(wkv, 2 * kv, amx),
+                    q: Linear::new(wq, q, engine),
+                    kv: Linear::new(wkv, 2 * kv, engine),
                 }
             };
             let bqkv = if c.qkv_bias() {
@@ -281,13 +316,13 @@ impl CpuLayers {
             layers.push(Layer {
                 qkv,
                 bqkv,
-                wo: Linear::new(get(&a, &[h, q], "o_proj.weight")?, h, amx),
+                wo: Linear::new(get(&a, &[h, q], "o_proj.weight")?, h, engine),
                 bo: match c.attention_bias {
                     true => Some(get(&a, &[h], "o_proj.bias")?),
                     false => None,
                 },
-                wgu: Linear::new(wgu, 2 * inter, amx),
-                wd: Linear::new(get(&m, &[h, inter], "down_proj.weight")?, h, amx),
+                wgu: Linear::new(wgu, 2 * inter, engine),
+                wd: Linear::new(get(&m, &[h, inter], "down_proj.weight")?, h, engine),
                 ln1: get(&l, &[h], "input_layernorm.weight")?,
                 ln2: get(&l, &[h], "post_attention_layernorm.weight")?,
             });
