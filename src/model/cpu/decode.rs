@@ -1,5 +1,6 @@
 //! The sampler's forward on the CPU: the packed layers of `model::cpu` (fused q/k/v and
-//! gate/up products on `gemm`, the row kernels, attention read in place) with a KV cache,
+//! gate/up products on weights packed at load, `panel.rs`; the row kernels) with a KV cache
+//! and attention against it (`cached.rs`),
 //! so that prefill and each decoding step are a handful of large products over the live
 //! rows only. The trainer's candle graph computes the same function, op by op, and is what
 //! gradients flow through; sampling needs no gradient, and op by op it spent most of a step
@@ -15,9 +16,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::attention::{KeysValues, rows_from};
+use super::cached::{LayerCache, attend};
 use super::kernels::rope;
-use super::{CpuLayers, Engine, Linear, ModelError, Qkv, norm_rows, project, project_into};
+use super::{CpuLayers, Engine, Linear, ModelError, Qkv, SERIAL, norm_rows, project, project_into};
 use crate::model::config::{ModelConfig, rotary_tables};
 
 /// A causal LM's weights in the packed CPU form.
@@ -31,9 +32,7 @@ pub struct CpuLm {
 
 /// Keys and values of every layer for `rows` sequences of at most `cap` tokens.
 pub struct LmState {
-    /// Per layer: `(rows, cap, nkv * hd)` keys, then values.
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    layers: Vec<LayerCache>,
     cap: usize,
     /// Tokens held per row.
     len: Vec<usize>,
@@ -73,11 +72,11 @@ impl CpuLm {
 
     /// An empty cache for `rows` sequences of up to `cap` tokens each.
     pub fn state(&self, rows: usize, cap: usize) -> LmState {
-        let kvw = self.layers.heads.nkv * self.layers.heads.hd;
         let n = self.layers.layers.len();
         LmState {
-            k: (0..n).map(|_| vec![0f32; rows * cap * kvw]).collect(),
-            v: (0..n).map(|_| vec![0f32; rows * cap * kvw]).collect(),
+            layers: (0..n)
+                .map(|_| LayerCache::new(rows, cap, self.layers.heads))
+                .collect(),
             cap,
             len: vec![0; rows],
         }
@@ -112,16 +111,16 @@ impl CpuLm {
         let (cos, sin) = rotary_tables(&l.inv_freq, longest);
         let half = d.hd / 2;
         let turn = |buf: &mut [f32], width: usize, from: usize, heads: usize| {
-            buf.par_chunks_mut(width).zip(&at).for_each(|(r, &(_, p))| {
-                rope(
-                    &mut r[from..],
-                    heads,
-                    &cos[p * half..][..half],
-                    &sin[p * half..][..half],
-                )
-            });
+            let one = |(r, &(_, p)): (&mut [f32], &(usize, usize))| {
+                let (c, s) = (&cos[p * half..][..half], &sin[p * half..][..half]);
+                rope(&mut r[from..], heads, c, s)
+            };
+            // a decoding step's few rows: on this thread (see `SERIAL`)
+            match buf.len() <= SERIAL {
+                true => buf.chunks_mut(width).zip(&at).for_each(one),
+                false => buf.par_chunks_mut(width).zip(&at).for_each(one),
+            }
         };
-        let reads: Vec<(usize, usize)> = at.iter().map(|&(r, p)| (r * st.cap, p)).collect();
         let (mut y, mut qkv) = (vec![0f32; n * h], vec![0f32; n * w]);
         let mut att = vec![0f32; n * a];
         let (mut gu, mut act) = (vec![0f32; n * 2 * l.inter], vec![0f32; n * l.inter]);
@@ -137,19 +136,12 @@ impl CpuLm {
             }
             // rotary on q and k heads (adjacent at the start of each row)
             turn(&mut qkv, w, 0, d.nq + d.nkv);
-            let (kc, vc) = (&mut st.k[li], &mut st.v[li]);
+            let cache = &mut st.layers[li];
             for (row, &(r, p)) in qkv.chunks_exact(w).zip(&at) {
-                let slot = (r * st.cap + p) * kvw;
-                kc[slot..slot + kvw].copy_from_slice(&row[a..a + kvw]);
-                vc[slot..slot + kvw].copy_from_slice(&row[a + kvw..a + 2 * kvw]);
+                cache.store(d, r, p, &row[a..a + kvw], &row[a + kvw..a + 2 * kvw]);
             }
             let q: Vec<f32> = qkv.chunks_exact(w).flat_map(|r| &r[..a]).copied().collect();
-            let kv = KeysValues {
-                k: kc,
-                v: vc,
-                rs: kvw,
-            };
-            rows_from(&q, kv, &reads, d, &mut att);
+            attend(&q, cache, &at, d, &mut att);
             project(&att, &layer.wo, layer.bo.as_deref(), &mut x, true);
             l.mlp(layer, &mut x, &mut y, &mut gu, &mut act);
         }

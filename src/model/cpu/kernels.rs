@@ -22,7 +22,7 @@ macro_rules! widest {
                 unsafe fn v4($($arg: $ty),*) { $body($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn v3($($arg: $ty),*) { $body($($arg),*) }
-                match level() {
+                match $crate::model::cpu::kernels::level() {
                     // SAFETY: `level` saw the features each variant is compiled for.
                     4 => return unsafe { v4($($arg),*) },
                     3 => return unsafe { v3($($arg),*) },
@@ -34,9 +34,11 @@ macro_rules! widest {
     };
 }
 
+pub(super) use widest;
+
 /// 4: AVX-512 (F, VL, BW, DQ); 3: AVX2 + FMA; 0: neither.
 #[cfg(target_arch = "x86_64")]
-fn level() -> u8 {
+pub(super) fn level() -> u8 {
     use std::is_x86_feature_detected as has;
     use std::sync::OnceLock;
     static LEVEL: OnceLock<u8> = OnceLock::new();

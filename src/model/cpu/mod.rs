@@ -25,6 +25,7 @@ use kernels::{Rhs, View, matmul, rms_norm, silu_mul};
 pub mod alloc;
 pub mod amx;
 pub mod attention;
+pub mod cached;
 pub mod decode;
 mod kernels;
 mod mmap;
@@ -259,15 +260,25 @@ fn project_into(
     }
 }
 
+/// Below this many values a row kernel runs on the calling thread: a decoding step's rows
+/// take a few microseconds, less than waking the pool (which cost a tenth of a step).
+const SERIAL: usize = 1 << 16;
+
 /// RMSNorm of every `h`-wide row, in parallel chunks.
 fn norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let h = w.len();
+    if x.len() <= SERIAL {
+        return rms_norm(x, w, eps, out);
+    }
     x.par_chunks(ROWS * h)
         .zip(out.par_chunks_mut(ROWS * h))
         .for_each(|(x, o)| rms_norm(x, w, eps, o));
 }
 
 fn swiglu(gu: &[f32], inter: usize, out: &mut [f32]) {
+    if gu.len() <= 2 * SERIAL {
+        return silu_mul(gu, inter, out);
+    }
     gu.par_chunks(ROWS * 2 * inter)
         .zip(out.par_chunks_mut(ROWS * inter))
         .for_each(|(g, o)| silu_mul(g, inter, o));
