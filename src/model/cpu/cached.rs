@@ -15,7 +15,8 @@
 //! keys in blocks of `K_BLOCK`, each added into the output in turn), so the sampler keeps the
 //! rounding that puts its greedy tokens on transformers'. The loops are plain Rust compiled
 //! for the widest vector unit (the `widest!` dispatch); query heads are taken up to eight at
-//! a time so that their accumulators stay in registers.
+//! a time for the scores and four for the output, so that their accumulators stay in
+//! registers.
 
 use rayon::prelude::*;
 
@@ -24,10 +25,28 @@ use super::kernels::{K_BLOCK, softmax_row, widest};
 
 /// Keys per score chunk: two AVX-512 registers per query head.
 const L: usize = 32;
-/// Value columns per output chunk.
-const C: usize = 32;
-/// Query heads per register block.
+/// Value columns per output chunk: four AVX-512 registers per query head.
+const C: usize = 64;
+/// Query heads per register block of the scores (16 accumulators at 8).
 const QB: usize = 8;
+/// Query heads per register block of the output (16 accumulators at 4).
+const VB: usize = 4;
+/// How many keys (or value rows) ahead the loops prefetch: a head's keys and values are one
+/// contiguous run each, but short, and the hardware prefetcher stops at every 4 KB page.
+const AHEAD: usize = 8;
+
+/// Ask for the cache line at `p` (any address: a prefetch never faults).
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching reads nothing architecturally and cannot fault, whatever `p` is.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// One layer's keys and values for `rows` sequences of up to `cap` tokens.
 pub struct LayerCache {
@@ -101,6 +120,10 @@ pub fn attend(q: &[f32], cache: &LayerCache, reads: &[(usize, usize)], d: Heads,
                 for row in s.chunks_exact_mut(kl) {
                     softmax_row(row, 0, kl, scale);
                 }
+            }
+            for r0 in (0..rep).step_by(VB) {
+                let n = VB.min(rep - r0);
+                let s = &sc[r0 * kl..(r0 + n) * kl];
                 values(s, v, kl, n, hd, &mut o[r0 * hd..(r0 + n) * hd]);
             }
         });
@@ -139,6 +162,10 @@ fn scores_n<const R: usize>(
         let keys = &kt[tile * hd * L..(tile + 1) * hd * L];
         let mut acc = [[0f32; L]; R];
         for (dd, keys) in keys.chunks_exact(L).enumerate() {
+            // the same two lines of the next tile
+            let next = keys.as_ptr().wrapping_add(hd * L);
+            prefetch(next);
+            prefetch(next.wrapping_add(16));
             let keys: &[f32; L] = keys.try_into().expect("L");
             for (r, acc) in acc.iter_mut().enumerate() {
                 let x = q[r * hd + dd];
@@ -156,7 +183,7 @@ fn scores_n<const R: usize>(
 }
 
 widest! {
-    /// `out (n x hd) = p (n x kl) · v (kl x hd)`, keys summed in blocks of K_BLOCK.
+    /// `out (n x hd) = p (n x kl) · v (kl x hd)`, keys summed in blocks of K_BLOCK, n <= VB.
     fn values(p: &[f32], v: &[f32], kl: usize, n: usize, hd: usize, out: &mut [f32]) => values_body
 }
 
@@ -166,46 +193,63 @@ fn values_body(p: &[f32], v: &[f32], kl: usize, n: usize, hd: usize, out: &mut [
         ($($r:literal)*) => {
             match n {
                 $($r => values_n::<$r>(p, v, kl, hd, out),)*
-                _ => unreachable!("at most QB heads"),
+                _ => unreachable!("at most VB heads"),
             }
         };
     }
-    heads!(1 2 3 4 5 6 7 8)
+    heads!(1 2 3 4)
 }
 
 #[inline(always)]
 fn values_n<const R: usize>(p: &[f32], v: &[f32], kl: usize, hd: usize, out: &mut [f32]) {
     let mut c0 = 0;
+    while c0 + C <= hd {
+        values_cols::<R, C>(p, v, kl, hd, c0, out);
+        c0 += C;
+    }
+    while c0 + 16 <= hd {
+        values_cols::<R, 16>(p, v, kl, hd, c0, out);
+        c0 += 16;
+    }
     while c0 < hd {
-        let w = C.min(hd - c0);
-        for t0 in (0..kl).step_by(K_BLOCK) {
-            let mut acc = [[0f32; C]; R];
-            for t in t0..kl.min(t0 + K_BLOCK) {
-                let row = &v[t * hd + c0..t * hd + c0 + w];
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = p[r * kl + t];
-                    if w == C {
-                        let row: &[f32; C] = row.try_into().expect("C");
-                        for l in 0..C {
-                            acc[l] = x.mul_add(row[l], acc[l]);
-                        }
-                    } else {
-                        for l in 0..w {
-                            acc[l] = x.mul_add(row[l], acc[l]);
-                        }
-                    }
-                }
+        values_cols::<R, 1>(p, v, kl, hd, c0, out);
+        c0 += 1;
+    }
+}
+
+/// Columns `c0..c0 + W` of [`values`].
+#[inline(always)]
+fn values_cols<const R: usize, const W: usize>(
+    p: &[f32],
+    v: &[f32],
+    kl: usize,
+    hd: usize,
+    c0: usize,
+    out: &mut [f32],
+) {
+    for t0 in (0..kl).step_by(K_BLOCK) {
+        let mut acc = [[0f32; W]; R];
+        for t in t0..kl.min(t0 + K_BLOCK) {
+            let ahead = v.as_ptr().wrapping_add((t + AHEAD) * hd + c0);
+            for l in (0..W).step_by(16) {
+                prefetch(ahead.wrapping_add(l));
             }
-            for (r, acc) in acc.iter().enumerate() {
-                let o = &mut out[r * hd + c0..r * hd + c0 + w];
-                if t0 == 0 {
-                    o.copy_from_slice(&acc[..w]);
-                } else {
-                    o.iter_mut().zip(acc).for_each(|(o, a)| *o += a);
+            let row: &[f32; W] = v[t * hd + c0..][..W].try_into().expect("W");
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = p[r * kl + t];
+                for l in 0..W {
+                    acc[l] = x.mul_add(row[l], acc[l]);
                 }
             }
         }
-        c0 += w;
+        for (r, acc) in acc.iter().enumerate() {
+            let o = &mut out[r * hd + c0..r * hd + c0 + W];
+            if t0 == 0 {
+                o.copy_from_slice(acc);
+            } else {
+                o.iter_mut().zip(acc).for_each(|(o, a)| *o += a);
+            }
+        }
     }
 }
 

@@ -27,8 +27,6 @@ pub const NR: usize = 32;
 pub const MR: usize = 12;
 /// Rows per task at most.
 const MC: usize = 192;
-/// How far ahead in the weight stream the first micro block of a panel prefetches, in f32.
-const PF: usize = 32 * NR;
 
 /// Whether this CPU runs the packed products.
 pub fn available() -> bool {
@@ -114,7 +112,8 @@ pub fn matmul(
                     // stride inp, `b` kc rows of NR; the m x cols block of dst at `d` lies
                     // inside `dst` (rows and columns checked above) and belongs to this
                     // task alone (tasks split rows by chunk and columns by panel).
-                    unsafe { block(m, a, inp, b, kc, d, dst_rs, cols, add, i == r.start) };
+                    let share = ((i - r.start) / MR, r.len().div_ceil(MR));
+                    unsafe { block(m, a, inp, b, kc, d, dst_rs, cols, add, share) };
                 }
             }
         }
@@ -138,7 +137,7 @@ unsafe fn block(
     ldd: usize,
     cols: usize,
     add: bool,
-    fetch: bool,
+    fetch: (usize, usize),
 ) {
     debug_assert!(m <= MR && cols <= NR && b.len() >= kc * NR);
     debug_assert!(a.len() >= (m - 1) * lda + kc);
@@ -188,20 +187,30 @@ unsafe fn micro<const R: usize>(
     ldd: usize,
     cols: usize,
     add: bool,
-    fetch: bool,
+    fetch: (usize, usize),
 ) {
     use std::arch::x86_64::*;
+    // The weight streams from L3 (a model's layers do not fit in L2) and each k block of a
+    // panel is read by every micro block of the row chunk in turn: micro block `i` of `n`
+    // prefetches its share of the next k block's lines (the next block of this panel, or
+    // the next panel's first, which follows it in memory), so the fetch of the next block
+    // overlaps the whole chunk's work on this one rather than the first micro block's.
+    let (i, n) = fetch;
+    let lines = kc * NR / 16;
+    let share = lines.div_ceil(n);
+    let next = b.wrapping_add(kc * NR + i * share * 16);
+    let share = share.min(lines.saturating_sub(i * share));
     let mut c = [[_mm512_setzero_ps(); 2]; R];
     for k in 0..kc {
         // SAFETY: k < kc, so b's row k and a's column k of each of the R rows are in range;
         // a prefetch of any address is harmless
         unsafe {
-            if fetch {
-                // the weight streams from L3 (a model's layers do not fit in L2): ask for the
-                // panel rows PF ahead, which run on into the next block and panel
-                let ahead = b.wrapping_add(k * NR + PF) as *const i8;
-                _mm_prefetch::<_MM_HINT_T0>(ahead);
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+            // a line per k until the share is asked for (a share is at most 2 kc lines)
+            if k < share {
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(k * 16) as *const i8);
+            }
+            if k + kc < share {
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add((k + kc) * 16) as *const i8);
             }
             let b0 = _mm512_loadu_ps(b.add(k * NR));
             let b1 = _mm512_loadu_ps(b.add(k * NR + 16));
