@@ -262,7 +262,7 @@ fn project_into(
 
 /// Below this many values a row kernel runs on the calling thread: a decoding step's rows
 /// take a few microseconds, less than waking the pool (which cost a tenth of a step).
-const SERIAL: usize = 1 << 16;
+const SERIAL: usize = 1 << 18;
 
 /// RMSNorm of every `h`-wide row, in parallel chunks.
 fn norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
