@@ -34,6 +34,10 @@ pub struct CpuLm {
 pub struct LmState {
     layers: Vec<LayerCache>,
     cap: usize,
+    /// Rotary cos and sin for positions `0..cap` (`(cap, hd / 2)`), made once per batch: a
+    /// step computing the table up to its longest row spent more on sines than on attention.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
     /// Tokens held per row.
     len: Vec<usize>,
 }
@@ -73,7 +77,10 @@ impl CpuLm {
     /// An empty cache for `rows` sequences of up to `cap` tokens each.
     pub fn state(&self, rows: usize, cap: usize) -> LmState {
         let n = self.layers.layers.len();
+        let (cos, sin) = rotary_tables(&self.layers.inv_freq, cap);
         LmState {
+            cos,
+            sin,
             layers: (0..n)
                 .map(|_| LayerCache::new(rows, cap, self.layers.heads))
                 .collect(),
@@ -107,8 +114,7 @@ impl CpuLm {
             assert!(t < self.vocab, "token {t} outside the vocabulary");
             x.extend_from_slice(&self.embed[t * h..(t + 1) * h]);
         }
-        let longest = at.iter().map(|p| p.1 + 1).max().unwrap_or(0);
-        let (cos, sin) = rotary_tables(&l.inv_freq, longest);
+        let (cos, sin) = (&st.cos, &st.sin);
         let half = d.hd / 2;
         let turn = |buf: &mut [f32], width: usize, from: usize, heads: usize| {
             let one = |(r, &(_, p)): (&mut [f32], &(usize, usize))| {
