@@ -51,7 +51,8 @@ pub fn row_bytes(c: &ModelConfig, prompt: usize, new: usize) -> u64 {
     let (q, kv) = (c.num_attention_heads as u64 * hd, c.kv_heads() as u64 * hd);
     let inter = c.intermediate_size as u64;
     let (prompt, len) = (prompt as u64, (prompt + new) as u64);
-    let cache = c.num_hidden_layers as u64 * 2 * kv * len;
+    // keys are kept in tiles of 32 positions (`model::cpu::cached`): up to 31 more
+    let cache = c.num_hidden_layers as u64 * kv * (2 * len + 32);
     let per_token = 2 * h + (q + 2 * kv) + q + 3 * inter + c.num_attention_heads as u64 * prompt;
     4 * (cache + prompt * per_token + c.vocab_size as u64)
 }
