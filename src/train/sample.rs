@@ -57,15 +57,17 @@ pub fn row_bytes(c: &ModelConfig, prompt: usize, new: usize) -> u64 {
     4 * (cache + prompt * per_token + c.vocab_size as u64)
 }
 
-/// Cut `rows` (in order) into batches of at most `max_batch` rows whose [`row_bytes`] sum
-/// stays within the budget.
+/// Cut `rows` (in order) into batches of at most `max_batch` rows that fit the budget. A
+/// batch's cache is as long as its longest row for every row (`generate_batch`), so a batch
+/// is charged its row count times its dearest row ([`row_bytes`] grows with the prompt): one
+/// long prompt among short ones is paid for by each of them.
 fn batches(
     rows: &[(usize, usize)],
     cost: impl Fn(usize) -> u64,
     cfg: &SampleConfig,
 ) -> Result<Vec<std::ops::Range<usize>>, TrainError> {
-    let budget = (cfg.max_memory_mb as u64) << 20;
-    let (mut out, mut start, mut used) = (Vec::new(), 0, 0u64);
+    let budget = (cfg.max_memory_mb as u64).saturating_mul(1 << 20);
+    let (mut out, mut start, mut dearest) = (Vec::new(), 0, 0u64);
     for (i, &(p, _)) in rows.iter().enumerate() {
         let c = cost(p);
         if c > budget {
@@ -77,11 +79,14 @@ fn batches(
                 cfg.max_memory_mb
             )));
         }
-        if i > start && (i - start >= cfg.max_batch.max(1) || used + c > budget) {
+        let n = (i - start + 1) as u64;
+        if i > start
+            && (i - start >= cfg.max_batch.max(1) || n.saturating_mul(dearest.max(c)) > budget)
+        {
             out.push(start..i);
-            (start, used) = (i, 0);
+            (start, dearest) = (i, 0);
         }
-        used += c;
+        dearest = dearest.max(c);
     }
     if start < rows.len() {
         out.push(start..rows.len());
@@ -520,6 +525,17 @@ mod tests {
                 r.len() <= 3 && rows[r.clone()].iter().map(|&(p, _)| cost(p)).sum::<u64>() <= mib
             );
         }
+        // one dear row among cheap ones: every row of its batch holds a cache as long as its
+        // own, so the batch is charged the dear row's cost per row, not the sum
+        let mixed = |p: usize| if p == 0 { 3 * mib / 4 } else { mib / 16 };
+        let cut = batches(&[(0, 0), (1, 0), (2, 0), (3, 0)], mixed, &cfg).unwrap();
+        assert_eq!(cut, vec![0..1, 1..4]);
+        // a budget too large to hold in bytes is no budget, not a wrapped small one
+        let huge = SampleConfig {
+            max_memory_mb: usize::MAX,
+            ..cfg.clone()
+        };
+        assert_eq!(batches(&rows, cost, &huge).unwrap().len(), 4);
         let tight = SampleConfig {
             max_memory_mb: 0,
             ..cfg.clone()
