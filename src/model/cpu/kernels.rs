@@ -166,6 +166,48 @@ pub unsafe fn matmul(
     });
 }
 
+/// `dst (rows x out, row stride dst_rs) (+)= x (rows x inp) · wᵀ` for the row-major
+/// `(out, inp)` weight `w` of a `Linear`: [`matmul`] on slices, their sizes checked.
+pub fn matmul_wt(
+    x: &[f32],
+    w: &[f32],
+    out: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    let inp = w.len() / out.max(1);
+    let rows = x.len() / inp.max(1);
+    assert!(w.len() == out * inp && x.len() == rows * inp && dst_rs >= out);
+    assert!(rows == 0 || dst.len() >= (rows - 1) * dst_rs + out);
+    let (a, b) = (
+        View {
+            ptr: x.as_ptr(),
+            rs: inp,
+        },
+        View {
+            ptr: w.as_ptr(),
+            rs: inp,
+        },
+    );
+    // SAFETY: x is rows x inp, w is out x inp, dst covers rows x out at dst_rs (all checked
+    // above) and, being a `&mut`, overlaps neither.
+    unsafe {
+        matmul(
+            rows,
+            out,
+            inp,
+            dst.as_mut_ptr(),
+            dst_rs,
+            accumulate,
+            a,
+            Rhs::Transposed(b),
+            threads,
+        )
+    }
+}
+
 /// [`matmul`] on one thread, `k` in blocks of [`K_BLOCK`].
 ///
 /// # Safety

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use super::ModelError;
 use super::config::{ModelConfig, rotary_tables};
 use attention::Heads;
-use kernels::{Rhs, View, matmul, rms_norm, silu_mul};
+use kernels::{matmul_wt, rms_norm, silu_mul};
 
 pub mod alloc;
 pub mod amx;
@@ -236,27 +236,7 @@ fn project_into(
     match &w.w {
         Weight::Amx(p) => amx::matmul(x, p, dst, dst_rs, acc),
         Weight::Panels(p) => panel::matmul(x, p, dst, dst_rs, acc, threads()),
-        // SAFETY: x is rows x inp, w is out x inp, dst covers rows x out at dst_rs (all
-        // checked above) and, being a `&mut`, overlaps neither.
-        Weight::F32(w) => unsafe {
-            matmul(
-                rows,
-                out,
-                inp,
-                dst.as_mut_ptr(),
-                dst_rs,
-                acc,
-                View {
-                    ptr: x.as_ptr(),
-                    rs: inp,
-                },
-                Rhs::Transposed(View {
-                    ptr: w.as_ptr(),
-                    rs: inp,
-                }),
-                threads(),
-            )
-        },
+        Weight::F32(w) => matmul_wt(x, w, out, dst, dst_rs, acc, threads()),
     }
 }
 

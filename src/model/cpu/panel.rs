@@ -166,7 +166,7 @@ unsafe fn block(
     _: usize,
     _: usize,
     _: bool,
-    _: bool,
+    _: (usize, usize),
 ) {
     unreachable!("available() is false off x86-64")
 }
@@ -246,7 +246,7 @@ unsafe fn micro<const R: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::kernels::{Rhs, View, matmul as gemm_matmul, test_values};
+    use super::super::kernels::{matmul_wt, test_values};
     use super::*;
 
     /// Packed products equal `kernels::matmul` (the same blocks of K_BLOCK summed in the same
@@ -279,26 +279,7 @@ mod tests {
                 let start = test_values(rows * rs, 3);
                 let (mut got, mut want) = (start.clone(), start.clone());
                 matmul(&x, &p, &mut got, rs, accumulate, 2);
-                // SAFETY: operands of the sizes given, dst a separate buffer
-                unsafe {
-                    gemm_matmul(
-                        rows,
-                        out,
-                        inp,
-                        want.as_mut_ptr(),
-                        rs,
-                        accumulate,
-                        View {
-                            ptr: x.as_ptr(),
-                            rs: inp,
-                        },
-                        Rhs::Transposed(View {
-                            ptr: w.as_ptr(),
-                            rs: inp,
-                        }),
-                        1,
-                    )
-                };
+                matmul_wt(&x, &w, out, &mut want, rs, accumulate, 1);
                 for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                     let tol = 1e-5 * (1.0 + e.abs());
                     assert!(
@@ -320,7 +301,7 @@ mod tests {
 
 #[cfg(test)]
 mod timing {
-    use super::super::kernels::{Rhs, View, matmul as gemm_matmul, test_values};
+    use super::super::kernels::{matmul_wt, test_values};
     use super::*;
 
     /// GFLOP/s of `gemm` (packing per call) and of the panels on a decoding step's shapes
@@ -330,6 +311,7 @@ mod timing {
     #[ignore = "a timing probe, run by hand"]
     fn short_products() {
         if !available() {
+            eprintln!("no AVX-512 on this CPU: nothing to time");
             return;
         }
         let threads = rayon::current_num_threads();
@@ -354,26 +336,7 @@ mod timing {
                 let s = t.elapsed().as_secs_f64() / reps as f64;
                 2.0 * (m * n * k) as f64 / s / 1e9
             };
-            let g = time(&mut || unsafe {
-                // SAFETY: the operands and dst have the sizes the call names.
-                gemm_matmul(
-                    m,
-                    n,
-                    k,
-                    dst.as_mut_ptr(),
-                    n,
-                    false,
-                    View {
-                        ptr: a.as_ptr(),
-                        rs: k,
-                    },
-                    Rhs::Transposed(View {
-                        ptr: b.as_ptr(),
-                        rs: k,
-                    }),
-                    threads,
-                )
-            });
+            let g = time(&mut || matmul_wt(&a, &b, n, &mut dst, n, false, threads));
             let q = time(&mut || matmul(&a, &p, &mut dst, n, false, threads));
             // the same product against one of 16 weights in turn (out of L2, as the layers
             // of a model are)
