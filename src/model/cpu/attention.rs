@@ -42,11 +42,11 @@ impl Heads {
         (self.nq + 2 * self.nkv) * self.hd
     }
 
-    fn rep(&self) -> usize {
+    pub(super) fn rep(&self) -> usize {
         self.nq / self.nkv
     }
 
-    fn scale(&self) -> f32 {
+    pub(super) fn scale(&self) -> f32 {
         1.0 / (self.hd as f32).sqrt()
     }
 
@@ -79,7 +79,7 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with_borrow_mut(|s| {
         if s.len() < len {
             s.resize(len, 0.0);

@@ -20,7 +20,7 @@
 
 use rayon::prelude::*;
 
-use super::attention::Heads;
+use super::attention::{Heads, with_scratch};
 use super::kernels::{K_BLOCK, softmax_row, widest};
 
 /// Keys per score chunk: two AVX-512 registers per query head.
@@ -94,10 +94,8 @@ impl LayerCache {
 /// `(row, position)`: each sees its row's cached keys up to and including its position
 /// (within the window). Writes `(reads.len(), nq * hd)` into `out`.
 pub fn attend(q: &[f32], cache: &LayerCache, reads: &[(usize, usize)], d: Heads, out: &mut [f32]) {
-    let (hd, a) = (d.hd, d.nq * d.hd);
-    let rep = d.nq / d.nkv;
+    let (hd, a, rep, scale) = (d.hd, d.nq * d.hd, d.rep(), d.scale());
     assert!(q.len() == reads.len() * a && out.len() == reads.len() * a);
-    let scale = 1.0 / (hd as f32).sqrt();
     // one task per (read, kv head): its rep query heads are adjacent in q and out
     out.par_chunks_mut(rep * hd)
         .zip(q.par_chunks(rep * hd))
@@ -112,20 +110,22 @@ pub fn attend(q: &[f32], cache: &LayerCache, reads: &[(usize, usize)], d: Heads,
             let tile = hd * L;
             let kt = &cache.k[head * cache.tiles * tile..(head + 1) * cache.tiles * tile];
             let v = &cache.v[(head * cache.cap + lo) * hd..(head * cache.cap + p + 1) * hd];
-            let mut sc = vec![0f32; rep * kl];
-            for r0 in (0..rep).step_by(QB) {
-                let n = QB.min(rep - r0);
-                let s = &mut sc[r0 * kl..(r0 + n) * kl];
-                scores(&qs[r0 * hd..(r0 + n) * hd], kt, lo, kl, n, hd, s);
-                for row in s.chunks_exact_mut(kl) {
-                    softmax_row(row, 0, kl, scale);
+            // every score of sc is written before it is read: no need to clear the scratch
+            with_scratch(rep * kl, |sc| {
+                for r0 in (0..rep).step_by(QB) {
+                    let n = QB.min(rep - r0);
+                    let s = &mut sc[r0 * kl..(r0 + n) * kl];
+                    scores(&qs[r0 * hd..(r0 + n) * hd], kt, lo, kl, n, hd, s);
+                    for row in s.chunks_exact_mut(kl) {
+                        softmax_row(row, 0, kl, scale);
+                    }
                 }
-            }
-            for r0 in (0..rep).step_by(VB) {
-                let n = VB.min(rep - r0);
-                let s = &sc[r0 * kl..(r0 + n) * kl];
-                values(s, v, kl, n, hd, &mut o[r0 * hd..(r0 + n) * hd]);
-            }
+                for r0 in (0..rep).step_by(VB) {
+                    let n = VB.min(rep - r0);
+                    let s = &sc[r0 * kl..(r0 + n) * kl];
+                    values(s, v, kl, n, hd, &mut o[r0 * hd..(r0 + n) * hd]);
+                }
+            });
         });
 }
 
