@@ -227,8 +227,9 @@ fn windowed_ends(
 ) -> Result<Option<Vec<usize>>, TrainError> {
     let mut ends = Vec::with_capacity(tokens.len());
     let (mut prefix, mut read, mut out) = (0, 0, 0);
+    // the window's text, decode(tokens[prefix..read]): it changes only when a token emits
+    let mut before = String::new();
     for k in 0..tokens.len() {
-        let before = decode(&tokens[prefix..read])?;
         let after = decode(&tokens[prefix..=k])?;
         if after.len() > before.len() && !after.ends_with('\u{FFFD}') {
             match after.strip_prefix(before.as_str()) {
@@ -236,6 +237,7 @@ fn windowed_ends(
                 _ => return Ok(None),
             }
             (prefix, read) = (read, k + 1);
+            before = decode(&tokens[prefix..read])?;
         }
         ends.push(out);
     }
