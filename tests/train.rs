@@ -190,6 +190,64 @@ fn every_parameter_gets_a_gradient_that_matches_finite_differences() {
     }
 }
 
+/// The decoder layer as one autograd node (`train::layer`, what the CPU trains with) equals
+/// the same layer op by op through candle's graph: log-probabilities, and the gradient of
+/// every parameter of a weighted sum of them, on a padded batch, for each family (Qwen2's
+/// biases and tied head, Mistral's sliding window, Llama's llama3 rotary and untied head).
+#[test]
+fn the_layer_op_equals_the_graph_forward_and_backward() {
+    let e = expected();
+    for name in ["qwen2-tied", "mistral-window", "llama3"] {
+        let case = &e["cases"][name];
+        let dir = write(case, false);
+        let fast = Decoder::load(&dir, &Device::Cpu).unwrap();
+        let mut graph = Decoder::load(&dir, &Device::Cpu).unwrap();
+        graph.set_op_by_op(true);
+        let rows = id_lists(&case["sequences"]);
+        let t = rows.iter().map(Vec::len).max().unwrap();
+        let flat: Vec<u32> = rows
+            .iter()
+            .flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(1, t - r.len())))
+            .collect();
+        let ids = Tensor::from_vec(flat, (rows.len(), t), &Device::Cpu).unwrap();
+        // weights of mixed sign, so that no gradient is a plain sum
+        let mix: Vec<f32> = (0..rows.len() * (t - 1))
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 5.0)
+            .collect();
+        let mix = Tensor::from_vec(mix, (rows.len(), t - 1), &Device::Cpu).unwrap();
+        let run = |m: &Decoder| {
+            let lp = m.token_logprobs(&ids).unwrap();
+            let g = (&lp * &mix).unwrap().sum_all().unwrap().backward().unwrap();
+            (lp.flatten_all().unwrap().to_vec1::<f32>().unwrap(), g)
+        };
+        let ((a, ga), (b, gb)) = (run(&fast), run(&graph));
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{name}: log-probability {x} vs {y}");
+        }
+        for (pname, var) in fast.params() {
+            let flat = |g: &candle_core::backprop::GradStore, v: &candle_core::Var| -> Vec<f32> {
+                g.get(v.as_tensor())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            };
+            let (x, y) = (flat(&ga, var), flat(&gb, &graph.params()[pname]));
+            let scale = y.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let worst = x
+                .iter()
+                .zip(&y)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                worst <= 1e-4 * scale,
+                "{name}: {pname} differs by {worst} (largest entry {scale})"
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Saved and loaded again (and loaded from shards), the model is the same bit for bit; a
 /// tied head is not written, as transformers does not write it.
 #[test]

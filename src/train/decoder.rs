@@ -19,6 +19,7 @@ use candle_core::{D, DType, Device, Tensor, Var};
 
 use super::TrainError;
 use super::fused;
+use super::layer;
 use crate::model::ModelError;
 use crate::model::config::{ModelConfig, rotary_rows};
 use crate::model::cpu::attention::causal_mask;
@@ -49,6 +50,9 @@ pub struct Decoder {
     params: BTreeMap<String, Var>,
     inv_freq: Vec<f32>,
     device: Device,
+    /// The layer op of [`layer`] on the CPU (None: the family's layer has parts it does not
+    /// cover, or [`Decoder::set_op_by_op`] asked for the graph).
+    layer: Option<layer::Layout>,
 }
 
 /// The parameter names and shapes of a checkpoint of `c`, in Hugging Face naming.
@@ -120,6 +124,7 @@ impl Decoder {
             params.insert(name, Var::from_tensor(&t.copy()?)?);
         }
         let inv_freq = config.inv_freq()?;
+        let layer = layer::Layout::new(&config);
         Ok(Decoder {
             config,
             raw_config: raw,
@@ -127,11 +132,22 @@ impl Decoder {
             params,
             inv_freq,
             device: device.clone(),
+            layer,
         })
     }
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Run each layer op by op (candle's graph with the fused row ops) instead of as one
+    /// node (`layer`): the form the layer op is checked against. Other devices always do.
+    pub fn set_op_by_op(&mut self, on: bool) {
+        self.layer = if on {
+            None
+        } else {
+            layer::Layout::new(&self.config)
+        };
     }
 
     /// Every trainable parameter, by Hugging Face name, in sorted order.
@@ -201,6 +217,7 @@ impl Decoder {
                 cos: std::sync::Arc::new(cos),
                 sin: std::sync::Arc::new(sin),
                 window: self.config.window().unwrap_or(usize::MAX),
+                grad,
             };
             let none = Tensor::zeros(0, candle_core::DType::F32, &self.device)?;
             return Ok(self.run_with(
@@ -253,6 +270,18 @@ impl Decoder {
             None => w.rms_norm(x, name, eps),
         };
         for l in 0..c.num_hidden_layers {
+            if let (Some(f), Some(lay)) = (fused, self.layer) {
+                // the whole layer as one node: its weights as one flat tensor
+                let parts: Vec<Tensor> = lay
+                    .names(l)
+                    .iter()
+                    .map(|n| w.get(n).flatten_all())
+                    .collect::<candle_core::Result<_>>()?;
+                let flat = Tensor::cat(&parts, 0)?;
+                let op = layer::LayerOp::new(lay, f.cos.clone(), f.sin.clone(), f.grad);
+                x = x.contiguous()?.apply_op2(&flat, op)?;
+                continue;
+            }
             let p = format!("model.layers.{l}");
             let h = norm(&x, &format!("{p}.input_layernorm.weight"))?;
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
@@ -539,6 +568,8 @@ struct Fused {
     cos: std::sync::Arc<Vec<f32>>,
     sin: std::sync::Arc<Vec<f32>>,
     window: usize,
+    /// Whether a backward will follow (the layer op keeps its activations).
+    grad: bool,
 }
 
 /// Keys and values of every layer for a batch being sampled: `width` prompt slots (row i

@@ -1,6 +1,6 @@
 //! Step-KTO training: a trainable decoder for the Llama / Qwen2 / Mistral families
 //! ([`decoder`]), the sampler ([`sample`]), the losses ([`loss`]), the optimiser ([`optim`]),
-//! one optimiser step ([`step`]), rewards ([`label`]), examples ([`examples`]), evaluation
+//! one optimiser step ([`step`]), a decoder layer as one CPU autograd node ([`layer`]), rewards ([`label`]), examples ([`examples`]), evaluation
 //! ([`eval`]), run configs ([`run`]) and the rounds with their files and resume ([`rounds`]).
 //! Everything here runs on candle tensors with gradients; the judge's inference kernels are
 //! not used, because they have no backward.
@@ -10,6 +10,7 @@ pub mod eval;
 pub mod examples;
 pub mod fused;
 pub mod label;
+pub mod layer;
 pub mod loss;
 pub mod optim;
 pub mod rounds;

@@ -35,8 +35,8 @@ pub mod panel;
 pub(crate) use kernels::test_values;
 /// The vectorised row kernels the trainer's fused ops share (`train::fused`).
 pub use kernels::{
-    normalize_grad_rows, normalize_rows, rope, softmax_grad_row, softmax_row, swiglu_grad,
-    swiglu_rows,
+    Strided, normalize_grad_rows, normalize_rows, product, rope, softmax_grad_row, softmax_row,
+    swiglu_grad, swiglu_rows,
 };
 pub use mmap::map_weights;
 
