@@ -148,22 +148,21 @@ impl Layout {
     }
 }
 
-/// What the backward needs from the forward (rows `r = b t`).
+/// What the backward needs from the forward (rows `r = b t`). What one pass remakes is not
+/// kept (`h = n ∘ w`, `silu(g) u`): on a 360M-parameter model that is a third of a layer's
+/// activations.
 struct Saved {
-    /// `n(x)`, `h1 = n(x) ∘ w₁` (r x h).
+    /// `n(x)` (r x h).
     n1: Vec<f32>,
-    h1: Vec<f32>,
     /// q and k after rotary, v (r x w).
     qkv: Vec<f32>,
     /// Attention output before `Wo` (r x q).
     att: Vec<f32>,
-    /// The residual after attention, `n(x2)`, `h2` (r x h).
+    /// The residual after attention and `n(x2)` (r x h).
     x2: Vec<f32>,
     n2: Vec<f32>,
-    h2: Vec<f32>,
-    /// Gate then up per row (r x 2i), and `silu(g) u` (r x i).
+    /// Gate then up per row (r x 2i).
     gu: Vec<f32>,
-    act: Vec<f32>,
 }
 
 /// A layer over `(b, t, h)` rows of whole sequences from position 0, as a candle op on
@@ -231,14 +230,31 @@ fn norm(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
     each_row(&mut n, h, |r, o| {
         normalize_rows(&x[r * h..][..h], h, eps, o)
     });
-    let mut y = vec![0f32; x.len()];
+    let y = scaled(&n, w);
+    (n, y)
+}
+
+/// `n ∘ w` per row.
+fn scaled(n: &[f32], w: &[f32]) -> Vec<f32> {
+    let h = w.len();
+    let mut y = vec![0f32; n.len()];
     each_row(&mut y, h, |r, o| {
         o.iter_mut()
             .zip(&n[r * h..][..h])
             .zip(w)
             .for_each(|((o, n), w)| *o = n * w)
     });
-    (n, y)
+    y
+}
+
+/// `silu(g) u` per row of gate-then-up rows `gu` (r x 2i).
+fn swiglu(gu: &[f32], i: usize) -> Vec<f32> {
+    let mut act = vec![0f32; gu.len() / 2];
+    each_row(&mut act, i, |r, o| {
+        let row = &gu[r * 2 * i..][..2 * i];
+        swiglu_rows(&row[..i], &row[i..], o)
+    });
+    act
 }
 
 /// The backward of [`norm`] from `dy`: adds `dx` into `dx_acc`, returns `dw`.
@@ -464,11 +480,7 @@ impl LayerOp {
             false,
             th,
         );
-        let mut act = vec![0f32; rows * l.inter];
-        each_row(&mut act, l.inter, |r, o| {
-            let row = &gu[r * i2..][..i2];
-            swiglu_rows(&row[..l.inter], &row[l.inter..], o)
-        });
+        let act = swiglu(&gu, l.inter);
         let mut y = x2.clone();
         let wd = Strided::rows(&p[at.wd..][..h * l.inter], l.inter);
         product(
@@ -484,14 +496,11 @@ impl LayerOp {
         );
         let saved = Saved {
             n1,
-            h1,
             qkv,
             att,
             x2,
             n2,
-            h2,
             gu,
-            act,
         };
         (y, saved)
     }
@@ -512,17 +521,19 @@ impl LayerOp {
         let mut dp = vec![0f32; at.len];
         let dyv = Strided::rows(dy, h);
         // down: dWd = dyᵀ act, dact = dy Wd
+        let act = swiglu(&s.gu, i);
         product(
             h,
             i,
             rows,
             dyv.t(),
-            Strided::rows(&s.act, i),
+            Strided::rows(&act, i),
             &mut dp[at.wd..],
             i,
             false,
             th,
         );
+        drop(act);
         let mut dact = vec![0f32; rows * i];
         let wd = Strided::rows(&p[at.wd..][..h * i], i);
         product(rows, i, h, dyv, wd, &mut dact, i, false, th);
@@ -537,17 +548,19 @@ impl LayerOp {
         });
         drop(dact);
         let dguv = Strided::rows(&dgu, i2);
+        let h2 = scaled(&s.n2, &p[at.ln2..][..h]);
         product(
             i2,
             h,
             rows,
             dguv.t(),
-            Strided::rows(&s.h2, h),
+            Strided::rows(&h2, h),
             &mut dp[at.wgu..],
             h,
             false,
             th,
         );
+        drop(h2);
         let mut dh2 = vec![0f32; rows * h];
         let wgu = Strided::rows(&p[at.wgu..][..i2 * h], h);
         product(rows, h, i2, dguv, wgu, &mut dh2, h, false, th);
@@ -584,12 +597,13 @@ impl LayerOp {
             dp[bq..][..w].copy_from_slice(&db);
         }
         let dqv = Strided::rows(&dqkv, w);
+        let h1 = scaled(&s.n1, &p[at.ln1..][..h]);
         product(
             w,
             h,
             rows,
             dqv.t(),
-            Strided::rows(&s.h1, h),
+            Strided::rows(&h1, h),
             &mut dp[at.wqkv..],
             h,
             false,
