@@ -13,6 +13,10 @@
 //! The products run on `gemm` in f32, on AMX tiles as bf16x3 (`amx.rs`), or on f32 panels
 //! packed at load (`panel.rs`, the sampler's short products), as the loader asks ([`Engine`]):
 //! each weight is kept in the one form its engine reads.
+//!
+//! The trainer borrows two pieces: the row kernels (`kernels.rs`, for `train::fused` and
+//! `train::layer`) and checked strided products (`product.rs`, for `train::layer`'s forward
+//! and backward), so that its code needs no `unsafe` of its own.
 
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -30,15 +34,17 @@ pub mod decode;
 mod kernels;
 mod mmap;
 pub mod panel;
+mod product;
 
 #[cfg(test)]
 pub(crate) use kernels::test_values;
 /// The vectorised row kernels the trainer's fused ops share (`train::fused`).
 pub use kernels::{
-    Strided, normalize_grad_rows, normalize_rows, product, rope, softmax_grad_row, softmax_row,
-    swiglu_grad, swiglu_rows,
+    normalize_grad_rows, normalize_rows, rope, softmax_grad_row, softmax_row, swiglu_grad,
+    swiglu_rows,
 };
 pub use mmap::map_weights;
+pub use product::{Strided, product};
 
 /// How the packed CPU forward computes its matrix products (`--cpu-matmul`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -34,10 +34,11 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, Layout as CLayout, Shape, Tensor};
 use rayon::prelude::*;
 
+mod attention;
+
 use crate::model::config::ModelConfig;
 use crate::model::cpu::{
-    Strided, normalize_grad_rows, normalize_rows, product, rope, softmax_grad_row, softmax_row,
-    swiglu_grad, swiglu_rows,
+    Strided, normalize_grad_rows, normalize_rows, product, rope, swiglu_grad, swiglu_rows,
 };
 
 /// The shape of a layer, and where each weight sits in its flat tensor: `ln1 (h)`,
@@ -304,128 +305,6 @@ impl LayerOp {
                 &sin[p * half..][..half],
             )
         });
-    }
-
-    /// The visible keys `lo..hi` of query `i`.
-    fn span(&self, i: usize) -> (usize, usize) {
-        ((i + 1).saturating_sub(self.layout.window), i + 1)
-    }
-
-    /// Probabilities of query head `hq` of sequence `bi`: `(t, t)`, masked entries 0.
-    fn probs(&self, qkv: &[f32], t: usize, bi: usize, hq: usize) -> Vec<f32> {
-        let l = self.layout;
-        let (w, hd) = (l.w(), l.hd);
-        let g = hq / (l.nh / l.nkv);
-        let base = bi * t * w;
-        let q = Strided::rows(&qkv[base + hq * hd..], w);
-        let k = Strided::rows(&qkv[base + (l.nh + g) * hd..], w).t();
-        let mut p = vec![0f32; t * t];
-        product(t, t, hd, q, k, &mut p, t, false, 1);
-        let scale = 1.0 / (hd as f32).sqrt();
-        for (i, row) in p.chunks_exact_mut(t).enumerate() {
-            let (lo, hi) = self.span(i);
-            softmax_row(row, lo, hi, scale);
-        }
-        p
-    }
-
-    /// Attention output `(r, q)` from rotated q, k and v.
-    fn attend(&self, qkv: &[f32], b: usize, t: usize) -> Vec<f32> {
-        let l = self.layout;
-        let (w, hd, a) = (l.w(), l.hd, l.q());
-        let heads: Vec<Vec<f32>> = (0..b * l.nh)
-            .into_par_iter()
-            .map(|task| {
-                let (bi, hq) = (task / l.nh, task % l.nh);
-                let g = hq / (l.nh / l.nkv);
-                let p = self.probs(qkv, t, bi, hq);
-                let v = Strided::rows(&qkv[bi * t * w + (l.nh + l.nkv + g) * hd..], w);
-                let mut o = vec![0f32; t * hd];
-                product(t, hd, t, Strided::rows(&p, t), v, &mut o, hd, false, 1);
-                o
-            })
-            .collect();
-        let mut att = vec![0f32; b * t * a];
-        each_row(&mut att, a, |r, row| {
-            let (bi, i) = (r / t, r % t);
-            for hq in 0..l.nh {
-                row[hq * hd..][..hd].copy_from_slice(&heads[bi * l.nh + hq][i * hd..][..hd]);
-            }
-        });
-        att
-    }
-
-    /// The backward of [`LayerOp::attend`]: `dqkv (r, w)` (q and k still rotated) from `da`.
-    fn attend_back(&self, qkv: &[f32], da: &[f32], b: usize, t: usize) -> Vec<f32> {
-        let l = self.layout;
-        let (w, hd, a, rep) = (l.w(), l.hd, l.q(), l.nh / l.nkv);
-        let scale = 1.0 / (hd as f32).sqrt();
-        // per (sequence, key/value head): dq of its rep query heads, then dk, dv
-        let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..b * l.nkv)
-            .into_par_iter()
-            .map(|task| {
-                let (bi, g) = (task / l.nkv, task % l.nkv);
-                let base = bi * t * w;
-                let k = Strided::rows(&qkv[base + (l.nh + g) * hd..], w);
-                let v = Strided::rows(&qkv[base + (l.nh + l.nkv + g) * hd..], w);
-                let (mut dq, mut dk, mut dv) = (
-                    vec![0f32; rep * t * hd],
-                    vec![0f32; t * hd],
-                    vec![0f32; t * hd],
-                );
-                let mut dp = vec![0f32; t * t];
-                let mut ds = vec![0f32; t * t];
-                for j in 0..rep {
-                    let hq = g * rep + j;
-                    let p = self.probs(qkv, t, bi, hq);
-                    let q = Strided::rows(&qkv[base + hq * hd..], w);
-                    let d_o = Strided::rows(&da[bi * t * a + hq * hd..], a);
-                    product(t, t, hd, d_o, v.t(), &mut dp, t, false, 1);
-                    ds.fill(0.0);
-                    for i in 0..t {
-                        let (lo, hi) = self.span(i);
-                        let row = i * t..(i + 1) * t;
-                        softmax_grad_row(
-                            &p[row.clone()],
-                            &dp[row.clone()],
-                            lo,
-                            hi,
-                            scale,
-                            &mut ds[row],
-                        );
-                    }
-                    let s = Strided::rows(&ds, t);
-                    product(t, hd, t, s, k, &mut dq[j * t * hd..], hd, false, 1);
-                    product(t, hd, t, s.t(), q, &mut dk, hd, j > 0, 1);
-                    product(
-                        t,
-                        hd,
-                        t,
-                        Strided::rows(&p, t).t(),
-                        d_o,
-                        &mut dv,
-                        hd,
-                        j > 0,
-                        1,
-                    );
-                }
-                (dq, dk, dv)
-            })
-            .collect();
-        let mut dqkv = vec![0f32; b * t * w];
-        each_row(&mut dqkv, w, |r, row| {
-            let (bi, i) = (r / t, r % t);
-            for g in 0..l.nkv {
-                let (dq, dk, dv) = &parts[bi * l.nkv + g];
-                for j in 0..rep {
-                    let hq = g * rep + j;
-                    row[hq * hd..][..hd].copy_from_slice(&dq[(j * t + i) * hd..][..hd]);
-                }
-                row[(l.nh + g) * hd..][..hd].copy_from_slice(&dk[i * hd..][..hd]);
-                row[(l.nh + l.nkv + g) * hd..][..hd].copy_from_slice(&dv[i * hd..][..hd]);
-            }
-        });
-        dqkv
     }
 
     /// The forward on `x (b t, h)` with the flat weights `p`; returns `y` and what the
