@@ -284,6 +284,43 @@ fn norm_back(
     dw
 }
 
+/// The backward of `y = x Wᵀ` (`rows x inp` by a row-major `(out, inp)` weight): writes
+/// `dW = dyᵀ x` into the start of `dw` and returns `dx = dy W` (`rows x inp`).
+fn linear_back(
+    (rows, out, inp): (usize, usize, usize),
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    dw: &mut [f32],
+    th: usize,
+) -> Vec<f32> {
+    let dyv = Strided::rows(dy, out);
+    product(
+        out,
+        inp,
+        rows,
+        dyv.t(),
+        Strided::rows(x, inp),
+        dw,
+        inp,
+        false,
+        th,
+    );
+    let mut dx = vec![0f32; rows * inp];
+    product(
+        rows,
+        inp,
+        out,
+        dyv,
+        Strided::rows(w, inp),
+        &mut dx,
+        inp,
+        false,
+        th,
+    );
+    dx
+}
+
 impl LayerOp {
     /// Rows `r` at position `r % t` turn their first `heads` heads by the tables (with `-sin`
     /// when `back`).
@@ -398,24 +435,17 @@ impl LayerOp {
         let (h, w, a, i, i2) = (l.h, l.w(), l.q(), l.inter, 2 * l.inter);
         let rows = b * t;
         let mut dp = vec![0f32; at.len];
-        let dyv = Strided::rows(dy, h);
         // down: dWd = dyᵀ act, dact = dy Wd
         let act = swiglu(&s.gu, i);
-        product(
-            h,
-            i,
-            rows,
-            dyv.t(),
-            Strided::rows(&act, i),
+        let dact = linear_back(
+            (rows, h, i),
+            dy,
+            &act,
+            &p[at.wd..][..h * i],
             &mut dp[at.wd..],
-            i,
-            false,
             th,
         );
         drop(act);
-        let mut dact = vec![0f32; rows * i];
-        let wd = Strided::rows(&p[at.wd..][..h * i], i);
-        product(rows, i, h, dyv, wd, &mut dact, i, false, th);
         // SwiGLU
         let mut dgu = vec![0f32; rows * i2];
         each_row(&mut dgu, i2, |r, o| {
@@ -426,44 +456,30 @@ impl LayerOp {
             swiglu_grad(gate, up, g, false, du);
         });
         drop(dact);
-        let dguv = Strided::rows(&dgu, i2);
         let h2 = scaled(&s.n2, &p[at.ln2..][..h]);
-        product(
-            i2,
-            h,
-            rows,
-            dguv.t(),
-            Strided::rows(&h2, h),
+        let dh2 = linear_back(
+            (rows, i2, h),
+            &dgu,
+            &h2,
+            &p[at.wgu..][..i2 * h],
             &mut dp[at.wgu..],
-            h,
-            false,
             th,
         );
         drop(h2);
-        let mut dh2 = vec![0f32; rows * h];
-        let wgu = Strided::rows(&p[at.wgu..][..i2 * h], h);
-        product(rows, h, i2, dguv, wgu, &mut dh2, h, false, th);
         drop(dgu);
         let mut dx2 = dy.to_vec();
         let dw2 = norm_back(&s.x2, &s.n2, &p[at.ln2..][..h], &dh2, l.eps, &mut dx2);
         dp[at.ln2..][..h].copy_from_slice(&dw2);
         drop(dh2);
         // attention output: dWo = dx2ᵀ att, da = dx2 Wo
-        let dx2v = Strided::rows(&dx2, h);
-        product(
-            h,
-            a,
-            rows,
-            dx2v.t(),
-            Strided::rows(&s.att, a),
+        let da = linear_back(
+            (rows, h, a),
+            &dx2,
+            &s.att,
+            &p[at.wo..][..h * a],
             &mut dp[at.wo..],
-            a,
-            false,
             th,
         );
-        let mut da = vec![0f32; rows * a];
-        let wo = Strided::rows(&p[at.wo..][..h * a], a);
-        product(rows, a, h, dx2v, wo, &mut da, a, false, th);
         let mut dqkv = self.attend_back(&s.qkv, &da, b, t);
         drop(da);
         self.turn(&mut dqkv, t, l.nh + l.nkv, true);
@@ -475,22 +491,15 @@ impl LayerOp {
             });
             dp[bq..][..w].copy_from_slice(&db);
         }
-        let dqv = Strided::rows(&dqkv, w);
         let h1 = scaled(&s.n1, &p[at.ln1..][..h]);
-        product(
-            w,
-            h,
-            rows,
-            dqv.t(),
-            Strided::rows(&h1, h),
+        let dh1 = linear_back(
+            (rows, w, h),
+            &dqkv,
+            &h1,
+            &p[at.wqkv..][..w * h],
             &mut dp[at.wqkv..],
-            h,
-            false,
             th,
         );
-        let mut dh1 = vec![0f32; rows * h];
-        let wqkv = Strided::rows(&p[at.wqkv..][..w * h], h);
-        product(rows, h, w, dqv, wqkv, &mut dh1, h, false, th);
         drop(dqkv);
         let mut dx = dx2;
         let dw1 = norm_back(x, &s.n1, &p[at.ln1..][..h], &dh1, l.eps, &mut dx);
