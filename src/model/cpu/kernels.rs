@@ -228,11 +228,44 @@ unsafe fn k_blocks(
         Rhs::Rows(v) => (v.ptr, 1, v.rs),
         Rhs::Transposed(v) => (v.ptr, v.rs, 1),
     };
+    // SAFETY: the caller's contract, with a's column stride 1.
+    unsafe {
+        strided_blocks(
+            m,
+            n,
+            k,
+            dst,
+            dst_rs,
+            accumulate,
+            (a.ptr, a.rs, 1),
+            (b, b_rs, b_cs),
+        )
+    }
+}
+
+/// `dst (+)= a · b` for operands given as (pointer, row stride, column stride), `k` summed in
+/// blocks of [`K_BLOCK`] each added into `dst` in order, on this thread: the one call into
+/// `gemm` that [`matmul`] and `product::product` share.
+///
+/// # Safety
+/// `a` must cover `m x k` and `b` `k x n` at their strides, `dst` `m x n` at `dst_rs`, and
+/// `dst` must not overlap either operand.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn strided_blocks(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    (a, a_rs, a_cs): (*const f32, usize, usize),
+    (b, b_rs, b_cs): (*const f32, usize, usize),
+) {
     // k = 0 still runs once: without `accumulate` it must write zeros
     for k0 in (0..k.div_ceil(K_BLOCK).max(1)).map(|i| i * K_BLOCK) {
         let len = K_BLOCK.min(k - k0);
         // SAFETY: the caller's contract; k0 + len <= k, so the block lies inside both
-        // operands, at column k0 of `a` and row k0 of `b` (of its `k x n` form).
+        // operands, at column k0 of `a` and row k0 of `b`.
         unsafe {
             gemm::gemm(
                 m,
@@ -242,9 +275,9 @@ unsafe fn k_blocks(
                 1,
                 dst_rs as isize,
                 accumulate || k0 > 0,
-                a.ptr.add(k0),
-                1,
-                a.rs as isize,
+                a.add(k0 * a_cs),
+                a_cs as isize,
+                a_rs as isize,
                 b.add(k0 * b_rs),
                 b_cs as isize,
                 b_rs as isize,

@@ -3,10 +3,9 @@
 //! `dW = dYᵀ X` reads `dY` where it lies instead of transposing it first. Every extent is
 //! checked before the one `unsafe` call into `gemm`, so the callers stay safe code.
 
-use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::kernels::K_BLOCK;
+use super::kernels::strided_blocks;
 
 /// A matrix inside a slice: element `(r, c)` at `data[r * rs + c * cs]`. A transpose is the
 /// same slice with the strides swapped ([`Strided::t`]), so the trainer's backward products
@@ -41,8 +40,8 @@ impl<'a> Strided<'a> {
 
 /// `dst (m x n, row stride dst_rs) (+)= a (m x k) · b (k x n)` on strided views, every
 /// extent checked (a caller's bug panics; nothing is read or written outside the slices).
-/// `k` is summed in blocks of [`K_BLOCK`] as [`matmul`] does; `threads > 1` splits the
-/// columns over rayon in fixed chunks, so the result does not depend on scheduling.
+/// `k` is summed in blocks of `kernels::K_BLOCK` as `kernels::matmul` does; `threads > 1`
+/// splits the columns over rayon in fixed chunks, so the result does not depend on scheduling.
 #[allow(clippy::too_many_arguments)]
 pub fn product(
     m: usize,
@@ -65,35 +64,21 @@ pub fn product(
     }
     let chunk = n.div_ceil(threads.max(1) * 2).next_multiple_of(16);
     let one = |j0: usize, w: usize, d: usize| {
-        for k0 in (0..k.div_ceil(K_BLOCK).max(1)).map(|i| i * K_BLOCK) {
-            let len = K_BLOCK.min(k - k0);
-            // SAFETY: `covers` checked that a's m x k and b's k x n lie inside their slices;
-            // this block reads columns k0..k0+len of a and rows k0..k0+len, columns j0..j0+w
-            // of b, and writes columns j0..j0+w of dst's m rows, which lie in the region
-            // starting at `d` that this call alone writes (chunks are disjoint columns).
-            unsafe {
-                gemm::gemm(
-                    m,
-                    w,
-                    len,
-                    (d as *mut f32).add(j0),
-                    1,
-                    dst_rs as isize,
-                    accumulate || k0 > 0,
-                    a.data.as_ptr().add(k0 * a.cs),
-                    a.cs as isize,
-                    a.rs as isize,
-                    b.data.as_ptr().add(k0 * b.rs + j0 * b.cs),
-                    b.cs as isize,
-                    b.rs as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                )
-            }
+        // SAFETY: `covers` checked that a's m x k and b's k x n lie inside their slices; this
+        // call reads columns j0..j0+w of b and writes those columns of dst's m rows, which
+        // lie in the region starting at `d` that this call alone writes (chunks are
+        // disjoint columns), and `dst` is a `&mut` distinct from both operands.
+        unsafe {
+            strided_blocks(
+                m,
+                w,
+                k,
+                (d as *mut f32).add(j0),
+                dst_rs,
+                accumulate,
+                (a.data.as_ptr(), a.rs, a.cs),
+                (b.data.as_ptr().add(j0 * b.cs), b.rs, b.cs),
+            )
         }
     };
     let d = dst.as_mut_ptr() as usize;
