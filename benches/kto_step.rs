@@ -7,7 +7,9 @@
 //! forward and backward over the completions and over their mismatched KL pairs (TRL takes
 //! those without a graph, as we do), the loss and AdamW. Prints seconds per step for both,
 //! the ratio, each side's peak resident memory, and both first-step losses (they must agree:
-//! same model, same tokens, same loss).
+//! same model, same tokens, same loss). TRL runs twice: in f32, like for like (stepkto
+//! trains in f32), and with `KTOConfig`'s own default `bf16=True` (bfloat16 autocast, which
+//! runs on AMX where the CPU has it).
 //!
 //! Run: `cargo bench --bench kto_step` (the Python side needs torch, transformers and trl:
 //! STEPKTO_BENCH_PYTHON, default .venv-prm/bin/python; STEPKTO_BENCH_SKIP_PY skips it).
@@ -97,32 +99,36 @@ fn main() {
         .collect();
     let file = dir.join("kto_rows.json");
     std::fs::write(&file, serde_json::to_string(&rows).unwrap()).unwrap();
-    let o = std::process::Command::new(&py)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_kto.py"))
-        .args([
-            dir.to_str().unwrap(),
-            file.to_str().unwrap(),
-            &threads.to_string(),
-            &steps.to_string(),
-        ])
-        .output();
-    let o = match o {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => return println!("TRL: failed: {}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) => return println!("TRL: cannot run {py}: {e} (set STEPKTO_BENCH_PYTHON)"),
-    };
-    let text = String::from_utf8_lossy(&o.stdout);
-    let r: Value = serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap();
-    let theirs = r["seconds_per_step"].as_f64().unwrap();
-    println!(
-        "TRL:      {theirs:7.3} s/step  peak RSS {:.0} MB  first loss {:.8} (trl {}, torch {})",
-        r["peak_rss_mb"].as_f64().unwrap(),
-        r["first_loss"].as_f64().unwrap(),
-        r["trl"].as_str().unwrap(),
-        r["torch"].as_str().unwrap()
-    );
-    println!(
-        "ratio: TRL / stepkto = {:.2}x faster per KTO optimiser step",
-        theirs / ours
-    );
+    // like for like (f32), then KTOConfig's own default (bf16 autocast)
+    for precision in ["f32", "bf16"] {
+        let o = std::process::Command::new(&py)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_kto.py"))
+            .args([
+                dir.to_str().unwrap(),
+                file.to_str().unwrap(),
+                &threads.to_string(),
+                &steps.to_string(),
+                precision,
+            ])
+            .output();
+        let o = match o {
+            Ok(o) if o.status.success() => o,
+            Ok(o) => return println!("TRL: failed: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(e) => return println!("TRL: cannot run {py}: {e} (set STEPKTO_BENCH_PYTHON)"),
+        };
+        let text = String::from_utf8_lossy(&o.stdout);
+        let r: Value = serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap();
+        let theirs = r["seconds_per_step"].as_f64().unwrap();
+        println!(
+            "TRL {precision:4}: {theirs:7.3} s/step  peak RSS {:.0} MB  first loss {:.8} (trl {}, torch {})",
+            r["peak_rss_mb"].as_f64().unwrap(),
+            r["first_loss"].as_f64().unwrap(),
+            r["trl"].as_str().unwrap(),
+            r["torch"].as_str().unwrap()
+        );
+        println!(
+            "ratio vs TRL {precision}: TRL / stepkto = {:.2}x faster per KTO optimiser step",
+            theirs / ours
+        );
+    }
 }

@@ -40,6 +40,9 @@ class Clock(TrainerCallback):
 
 def main():
     d, rows_file, threads, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    # "f32" trains in float32 as stepkto does; "bf16" is KTOConfig's own default (bf16=True:
+    # autocast to bfloat16 for the forward and backward, AMX on CPUs that have it)
+    precision = sys.argv[5] if len(sys.argv) > 5 else "f32"
     torch.set_num_threads(threads)
     rows = json.load(open(rows_file))
     model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
@@ -64,6 +67,7 @@ def main():
         dataloader_num_workers=0,
         max_length=None,
         seed=0,
+        bf16=precision == "bf16",
     )
     clock = Clock()
     trainer = PreTokenized(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[clock])
@@ -72,7 +76,7 @@ def main():
     timed = clock.times[1:]
     print(json.dumps(dict(
         seconds_per_step=sum(timed) / len(timed), steps=len(timed), first_loss=losses[0],
-        optimizer=str(args.optim), trl=trl.__version__, torch=torch.__version__,
+        optimizer=str(args.optim), bf16=args.bf16, trl=trl.__version__, torch=torch.__version__,
         peak_rss_mb=peak_rss_mb())))
 
 
