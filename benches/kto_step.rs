@@ -7,9 +7,9 @@
 //! forward and backward over the completions and over their mismatched KL pairs (TRL takes
 //! those without a graph, as we do), the loss and AdamW. Prints seconds per step for both
 //! (best and mean of the timed steps; the ratio is of the best), each side's peak resident
-//! memory, and both first-step losses (they must agree: same model, same tokens, same loss). TRL runs twice: in f32, like for like (stepkto
-//! trains in f32), and with `KTOConfig`'s own default `bf16=True` (bfloat16 autocast, which
-//! runs on AMX where the CPU has it).
+//! memory, and both first-step losses (they must agree: same model, same tokens, same loss).
+//! TRL runs twice: in f32, like for like (stepkto trains in f32), and with `KTOConfig`'s own
+//! default `bf16=True` (bfloat16 autocast, which runs on AMX where the CPU has it).
 //!
 //! Run: `cargo bench --bench kto_step` (the Python side needs torch, transformers and trl:
 //! STEPKTO_BENCH_PYTHON, default .venv-prm/bin/python; STEPKTO_BENCH_SKIP_PY skips it).

@@ -75,7 +75,8 @@ def main():
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     timed = clock.times[1:]
     print(json.dumps(dict(
-        seconds_per_step=sum(timed) / len(timed), best_step=min(timed), steps=len(timed), first_loss=losses[0],
+        seconds_per_step=sum(timed) / len(timed), best_step=min(timed), steps=len(timed),
+        first_loss=losses[0],
         optimizer=str(args.optim), bf16=args.bf16, trl=trl.__version__, torch=torch.__version__,
         peak_rss_mb=peak_rss_mb())))
 

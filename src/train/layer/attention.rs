@@ -3,7 +3,9 @@
 //! `a = P v`; backward `dP = da vᵀ`, `dS = scale P ∘ (dP - Σ dP ∘ P)`, `dq = dS k`,
 //! `dk = dSᵀ q`, `dv = Pᵀ da`. The backward runs one task per key/value head, so the `rep`
 //! query heads that share it add into its `dk` and `dv` in a fixed order; `P` is remade
-//! there rather than kept (`t x t` per task, not per layer).
+//! there rather than kept (`t x t` per task, not per layer). Every product runs in causal
+//! row blocks ([`blocks`]): a block of queries stops at the last key it can see, and entries
+//! right of it are neither computed nor read.
 
 use rayon::prelude::*;
 
@@ -103,6 +105,8 @@ impl LayerOp {
                             1,
                         );
                     }
+                    // dp right of a block keeps the last head's values: never read, as
+                    // the softmax gradient reads only the visible span
                     ds.fill(0.0);
                     for i in 0..t {
                         let (lo, hi) = self.span(i);
@@ -117,16 +121,16 @@ impl LayerOp {
                         );
                     }
                     // row block by row block, in order: dq's rows are its own; dk and dv
-                    // of the keys a block sees add up over the blocks
+                    // (zero to start with) add up the keys each block sees
                     let dqj = &mut dq[j * t * hd..];
                     for (r0, r1) in blocks(t) {
-                        let (n, first) = (r1 - r0, j == 0 && r0 == 0);
+                        let n = r1 - r0;
                         let s = Strided::rows(&ds[r0 * t..], t);
                         let pr = Strided::rows(&p[r0 * t..], t);
                         let qr = Strided::rows(&qkv[base + r0 * w + hq * hd..], w);
                         product(n, hd, r1, s, k, &mut dqj[r0 * hd..], hd, false, 1);
-                        product(r1, hd, n, s.t(), qr, &mut dk, hd, !first, 1);
-                        product(r1, hd, n, pr.t(), d_o(r0), &mut dv, hd, !first, 1);
+                        product(r1, hd, n, s.t(), qr, &mut dk, hd, true, 1);
+                        product(r1, hd, n, pr.t(), d_o(r0), &mut dv, hd, true, 1);
                     }
                 }
                 (dq, dk, dv)
