@@ -20,4 +20,5 @@ pub mod model;
 pub mod outcome;
 pub mod steps;
 pub mod store;
+pub mod toy;
 pub mod train;

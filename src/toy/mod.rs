@@ -1,0 +1,342 @@
+//! The toy task of the KTO-vs-Step-KTO experiment (`scripts/experiment_toy.sh`): seeded
+//! multi-step arithmetic word problems whose every step is a checkable claim, their reference
+//! solutions, and the deliberately wrong solutions a base model is taught from, so that it
+//! has the paper's failure mode (right answers reached through flawed steps). [`model`]
+//! writes the from-scratch model those are trained into: a byte-level tokenizer, a chat
+//! template and a random-init Llama directory.
+//!
+//! A problem is a start value and 2 to 5 operations (`+ k`, `- k`, `* 2`, `* 3`) on small
+//! non-negative integers, told as sentences; its solution is one step per operation,
+//! `48 - 15 = 33`, steps separated by blank lines (the judge's step splitting), then
+//! `Answer: \boxed{40}`. Solution kinds, each a share of the SFT set:
+//! - `correct`: every step true;
+//! - `slip`: one step's result is off, later steps compute on from it: a wrong answer;
+//! - `flawed`: the right answer through a false step: either a step's result is off and the
+//!   next step goes on from the true value (a silent repair), or two results are off by
+//!   amounts that cancel. The symbolic judge refutes the false steps exactly.
+
+pub mod model;
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+/// splitmix64: the generator's only source of randomness, so a seed fixes every file.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+/// The largest value any step may reach: two-digit arithmetic, which a model of a few
+/// million parameters can learn from a few thousand examples.
+pub const MAX_VALUE: i64 = 99;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Add(i64),
+    Sub(i64),
+    Mul(i64),
+}
+
+impl Op {
+    pub fn apply(self, x: i64) -> i64 {
+        match self {
+            Op::Add(k) => x + k,
+            Op::Sub(k) => x - k,
+            Op::Mul(k) => x * k,
+        }
+    }
+
+    fn symbol(self) -> (&'static str, i64) {
+        match self {
+            Op::Add(k) => ("+", k),
+            Op::Sub(k) => ("-", k),
+            Op::Mul(k) => ("*", k),
+        }
+    }
+}
+
+/// One problem: the start value and its operations (the text is a function of these and the
+/// wording picked when it was drawn).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub text: String,
+    pub start: i64,
+    pub ops: Vec<Op>,
+}
+
+impl Problem {
+    /// The value after each operation.
+    pub fn values(&self) -> Vec<i64> {
+        let mut x = self.start;
+        self.ops
+            .iter()
+            .map(|op| {
+                x = op.apply(x);
+                x
+            })
+            .collect()
+    }
+
+    pub fn answer(&self) -> i64 {
+        *self.values().last().expect("a problem has operations")
+    }
+}
+
+const NAMES: &[&str] = &[
+    "Ann", "Ben", "Cal", "Dee", "Eve", "Finn", "Gus", "Hal", "Ivy", "Jo", "Kai", "Lu", "Max",
+    "Nia", "Oto", "Pia", "Raj", "Sam", "Tess", "Uma",
+];
+const ITEMS: &[&str] = &[
+    "apples", "coins", "cards", "marbles", "stickers", "pens", "shells", "stamps", "beads", "books",
+];
+const GAIN: &[&str] = &[
+    "finds {k} more",
+    "buys {k} more",
+    "gets {k} more",
+    "wins {k} more",
+];
+const LOSS: &[&str] = &["gives away {k}", "loses {k}", "sells {k}", "uses {k}"];
+
+/// Draw one problem with 2 to 5 operations, every intermediate value in `0..=MAX_VALUE`.
+pub fn draw_problem(rng: &mut Rng) -> Problem {
+    let name = *rng.pick(NAMES);
+    let item = *rng.pick(ITEMS);
+    let n_ops = rng.range(2, 5) as usize;
+    let start = rng.range(2, 40);
+    let (mut x, mut ops) = (start, Vec::with_capacity(n_ops));
+    let mut text = format!("{name} has {start} {item}.");
+    while ops.len() < n_ops {
+        let op = match rng.range(0, 9) {
+            0..=3 => Op::Add(rng.range(1, 25)),
+            4..=7 => Op::Sub(rng.range(1, 25)),
+            8 => Op::Mul(2),
+            _ => Op::Mul(3),
+        };
+        let y = op.apply(x);
+        if !(0..=MAX_VALUE).contains(&y) {
+            continue;
+        }
+        let clause = match op {
+            Op::Add(k) => rng.pick(GAIN).replace("{k}", &k.to_string()),
+            Op::Sub(k) => rng.pick(LOSS).replace("{k}", &k.to_string()),
+            Op::Mul(2) => "doubles them".to_string(),
+            Op::Mul(_) => "triples them".to_string(),
+        };
+        text.push_str(&format!(" Then {name} {clause}."));
+        ops.push(op);
+        x = y;
+    }
+    text.push_str(&format!(" How many {item} does {name} have now?"));
+    Problem { text, start, ops }
+}
+
+/// `n` distinct problems (by text) for the train, validation and test splits in order, so no
+/// problem is in two splits.
+pub fn draw_splits(seed: u64, sizes: [usize; 3]) -> [Vec<Problem>; 3] {
+    let mut rng = Rng::new(seed);
+    let mut seen = BTreeSet::new();
+    let mut out: [Vec<Problem>; 3] = Default::default();
+    for (split, &n) in out.iter_mut().zip(&sizes) {
+        while split.len() < n {
+            let p = draw_problem(&mut rng);
+            if seen.insert(p.text.clone()) {
+                split.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The kinds of solution the base model is taught from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Correct,
+    Slip,
+    Flawed,
+}
+
+/// A solution: its step lines (without the answer line) and the answer it boxes.
+#[derive(Debug, Clone)]
+pub struct Solution {
+    pub steps: Vec<String>,
+    pub answer: i64,
+    pub kind: Kind,
+}
+
+impl Solution {
+    /// The text: steps separated by blank lines, then the boxed answer.
+    pub fn text(&self) -> String {
+        let mut s = self.steps.join("\n\n");
+        s.push_str(&format!("\n\nAnswer: \\boxed{{{}}}", self.answer));
+        s
+    }
+}
+
+fn line(x: i64, op: Op, y: i64) -> String {
+    let (sym, k) = op.symbol();
+    format!("{x} {sym} {k} = {y}")
+}
+
+/// A nonzero offset for a slipped result, small like a real carry or sign slip, keeping the
+/// value non-negative.
+fn offset(rng: &mut Rng, true_value: i64) -> i64 {
+    loop {
+        let d = *rng.pick(&[-10, -2, -1, 1, 2, 10]);
+        if true_value + d >= 0 {
+            return d;
+        }
+    }
+}
+
+/// A solution of `kind` for `p`.
+pub fn solve(p: &Problem, kind: Kind, rng: &mut Rng) -> Solution {
+    let vals = p.values();
+    let n = p.ops.len();
+    let mut steps = Vec::with_capacity(n);
+    match kind {
+        Kind::Correct => {
+            let mut x = p.start;
+            for (op, &y) in p.ops.iter().zip(&vals) {
+                steps.push(line(x, *op, y));
+                x = y;
+            }
+        }
+        Kind::Slip => {
+            // one result off; the rest computed truly from it
+            let at = rng.range(0, n as i64 - 1) as usize;
+            let mut x = p.start;
+            for (i, op) in p.ops.iter().enumerate() {
+                let mut y = op.apply(x);
+                if i == at {
+                    y += offset(rng, y);
+                }
+                steps.push(line(x, *op, y));
+                x = y;
+            }
+        }
+        Kind::Flawed => {
+            let at = rng.range(0, n as i64 - 2) as usize;
+            let repair = rng.unit() < 0.5;
+            let d = offset(rng, vals[at]);
+            let mut x = p.start;
+            for (i, op) in p.ops.iter().enumerate() {
+                let y = vals[i];
+                if i == at {
+                    steps.push(line(x, *op, y + d));
+                } else if i == at + 1 && !repair {
+                    // goes on from the wrong value and lands on the true one: a second false
+                    // step that cancels the first
+                    steps.push(line(x + d, *op, y));
+                } else {
+                    steps.push(line(x, *op, y));
+                }
+                x = y;
+            }
+        }
+    }
+    let answer = match kind {
+        Kind::Slip => steps
+            .last()
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .expect("a step line ends in its value"),
+        _ => p.answer(),
+    };
+    Solution {
+        steps,
+        answer,
+        kind,
+    }
+}
+
+/// The kind of each of `n` SFT solutions for shares `(slip, flawed)` (the rest correct),
+/// exact counts in a seeded order.
+pub fn kinds(n: usize, slip: f64, flawed: f64, rng: &mut Rng) -> Vec<Kind> {
+    let ns = (n as f64 * slip).round() as usize;
+    let nf = ((n as f64 * flawed).round() as usize).min(n - ns.min(n));
+    let mut v: Vec<Kind> = (0..n)
+        .map(|i| match i {
+            _ if i < ns => Kind::Slip,
+            _ if i < ns + nf => Kind::Flawed,
+            _ => Kind::Correct,
+        })
+        .collect();
+    for i in (1..n).rev() {
+        v.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_stays_in_range_and_answers_follow() {
+        let mut rng = Rng::new(1);
+        for _ in 0..2000 {
+            let p = draw_problem(&mut rng);
+            assert!((2..=5).contains(&p.ops.len()));
+            assert!(p.values().iter().all(|v| (0..=MAX_VALUE).contains(v)));
+            let s = solve(&p, Kind::Correct, &mut rng);
+            assert_eq!(s.answer, p.answer());
+            assert_eq!(s.steps.len(), p.ops.len());
+        }
+    }
+
+    #[test]
+    fn slips_change_the_answer_and_flaws_keep_it() {
+        let mut rng = Rng::new(2);
+        for _ in 0..2000 {
+            let p = draw_problem(&mut rng);
+            assert_ne!(solve(&p, Kind::Slip, &mut rng).answer, p.answer());
+            let f = solve(&p, Kind::Flawed, &mut rng);
+            assert_eq!(f.answer, p.answer());
+            let good = solve(&p, Kind::Correct, &mut rng);
+            assert_ne!(f.steps, good.steps);
+        }
+    }
+
+    #[test]
+    fn splits_are_disjoint_and_seeded() {
+        let a = draw_splits(7, [300, 50, 50]);
+        let b = draw_splits(7, [300, 50, 50]);
+        assert_eq!(a, b);
+        let texts: BTreeSet<&str> = a.iter().flatten().map(|p| p.text.as_str()).collect();
+        assert_eq!(texts.len(), 400);
+    }
+
+    #[test]
+    fn kind_counts_are_exact() {
+        let k = kinds(100, 0.25, 0.3, &mut Rng::new(3));
+        assert_eq!(k.iter().filter(|k| **k == Kind::Slip).count(), 25);
+        assert_eq!(k.iter().filter(|k| **k == Kind::Flawed).count(), 30);
+    }
+}
