@@ -28,7 +28,7 @@ if [ "$SMOKE" = 1 ]; then
   SEEDS="1"; ROUNDS=1; TRAIN=200; TEST=24; SFT=400; SFT_EPOCHS=1; PER_ROUND=16; SAMPLES=4
   EVAL_SAMPLES=2
 else
-  SEEDS="1 2 3"; ROUNDS=3; TRAIN=4000; TEST=300; SFT=8000; SFT_EPOCHS=2; PER_ROUND=192
+  SEEDS="1 2 3"; ROUNDS=3; TRAIN=4000; TEST=300; SFT=12000; SFT_EPOCHS=2; PER_ROUND=192
   SAMPLES=8; EVAL_SAMPLES=8
 fi
 
@@ -66,7 +66,7 @@ max_grad_norm = 1.0
 
 [eval]
 samples = 1
-max_new_tokens = 96
+max_new_tokens = 192
 EOF
 T0=$(date +%s)
 "$BIN" train sft --config "$OUT/sft.toml" > "$OUT/sft.summary.json"
@@ -90,7 +90,7 @@ save_every = 1000
 [sample]
 samples = $SAMPLES
 temperature = 1.0
-max_new_tokens = 96
+max_new_tokens = 192
 
 [judge]
 kind = "symbolic"
@@ -111,7 +111,7 @@ max_grad_norm = 1.0
 [eval]
 samples = $EVAL_SAMPLES
 temperature = 1.0
-max_new_tokens = 96
+max_new_tokens = 192
 EOF
 }
 

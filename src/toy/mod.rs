@@ -7,7 +7,7 @@
 //!
 //! A problem is a start value and 2 to 5 operations (`+ k`, `- k`, `* 2`, `* 3`) on small
 //! non-negative integers, told as sentences; its solution is one step per operation,
-//! `48 - 15 = 33`, steps separated by blank lines (the judge's step splitting), then
+//! `Then Ann gives away 15: 48 - 15 = 33`, steps separated by blank lines (the judge's step splitting), then
 //! `Answer: \boxed{40}`. Solution kinds, each a share of the SFT set:
 //! - `correct`: every step true;
 //! - `slip`: one step's result is off, later steps compute on from it: a wrong answer;
@@ -29,7 +29,7 @@ impl Rng {
         Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -39,16 +39,16 @@ impl Rng {
 
     /// Uniform in `lo..=hi`.
     pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as i64
     }
 
     /// Uniform in `[0, 1)`.
     pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[(self.next() % xs.len() as u64) as usize]
+        &xs[(self.next_u64() % xs.len() as u64) as usize]
     }
 }
 
@@ -88,6 +88,8 @@ pub struct Problem {
     pub text: String,
     pub start: i64,
     pub ops: Vec<Op>,
+    /// Each operation's sentence as the text tells it (`Then Ann finds 7 more`).
+    pub clauses: Vec<String>,
 }
 
 impl Problem {
@@ -129,7 +131,7 @@ pub fn draw_problem(rng: &mut Rng) -> Problem {
     let item = *rng.pick(ITEMS);
     let n_ops = rng.range(2, 5) as usize;
     let start = rng.range(2, 40);
-    let (mut x, mut ops) = (start, Vec::with_capacity(n_ops));
+    let (mut x, mut ops, mut clauses) = (start, Vec::with_capacity(n_ops), Vec::new());
     let mut text = format!("{name} has {start} {item}.");
     while ops.len() < n_ops {
         let op = match rng.range(0, 9) {
@@ -148,12 +150,19 @@ pub fn draw_problem(rng: &mut Rng) -> Problem {
             Op::Mul(2) => "doubles them".to_string(),
             Op::Mul(_) => "triples them".to_string(),
         };
-        text.push_str(&format!(" Then {name} {clause}."));
+        let clause = format!("Then {name} {clause}");
+        text.push_str(&format!(" {clause}."));
+        clauses.push(clause);
         ops.push(op);
         x = y;
     }
     text.push_str(&format!(" How many {item} does {name} have now?"));
-    Problem { text, start, ops }
+    Problem {
+        text,
+        start,
+        ops,
+        clauses,
+    }
 }
 
 /// `n` distinct problems (by text) for the train, validation and test splits in order, so no
@@ -199,9 +208,12 @@ impl Solution {
     }
 }
 
-fn line(x: i64, op: Op, y: i64) -> String {
+/// A step: the clause it computes, then the claim. Why the clause: it is what a small model
+/// copies from the problem by matching the previous step's clause (an induction head), which
+/// it learns long before it can count its way to the n-th number of the text.
+fn line(clause: &str, x: i64, op: Op, y: i64) -> String {
     let (sym, k) = op.symbol();
-    format!("{x} {sym} {k} = {y}")
+    format!("{clause}: {x} {sym} {k} = {y}")
 }
 
 /// A nonzero offset for a slipped result, small like a real carry or sign slip, keeping the
@@ -223,8 +235,8 @@ pub fn solve(p: &Problem, kind: Kind, rng: &mut Rng) -> Solution {
     match kind {
         Kind::Correct => {
             let mut x = p.start;
-            for (op, &y) in p.ops.iter().zip(&vals) {
-                steps.push(line(x, *op, y));
+            for ((op, c), &y) in p.ops.iter().zip(&p.clauses).zip(&vals) {
+                steps.push(line(c, x, *op, y));
                 x = y;
             }
         }
@@ -237,7 +249,7 @@ pub fn solve(p: &Problem, kind: Kind, rng: &mut Rng) -> Solution {
                 if i == at {
                     y += offset(rng, y);
                 }
-                steps.push(line(x, *op, y));
+                steps.push(line(&p.clauses[i], x, *op, y));
                 x = y;
             }
         }
@@ -249,13 +261,13 @@ pub fn solve(p: &Problem, kind: Kind, rng: &mut Rng) -> Solution {
             for (i, op) in p.ops.iter().enumerate() {
                 let y = vals[i];
                 if i == at {
-                    steps.push(line(x, *op, y + d));
+                    steps.push(line(&p.clauses[i], x, *op, y + d));
                 } else if i == at + 1 && !repair {
                     // goes on from the wrong value and lands on the true one: a second false
                     // step that cancels the first
-                    steps.push(line(x + d, *op, y));
+                    steps.push(line(&p.clauses[i], x + d, *op, y));
                 } else {
-                    steps.push(line(x, *op, y));
+                    steps.push(line(&p.clauses[i], x, *op, y));
                 }
                 x = y;
             }
@@ -289,7 +301,7 @@ pub fn kinds(n: usize, slip: f64, flawed: f64, rng: &mut Rng) -> Vec<Kind> {
         })
         .collect();
     for i in (1..n).rev() {
-        v.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+        v.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
     }
     v
 }

@@ -62,10 +62,11 @@ fn words() -> Vec<String> {
     w
 }
 
-/// The words merged whole with no space before them: a problem's first name, the chat
-/// roles after `<|im_start|>`, and the answer line's words.
+/// The words merged whole with no space before them: a problem's first name, a step's first
+/// word (`Then`), the chat roles after `<|im_start|>`, and the answer line's words.
 fn bare_words() -> Vec<String> {
     let mut w: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+    w.push("Then".into());
     w.extend(["Answer", "boxed", "system", "user", "assistant"].map(String::from));
     w
 }
