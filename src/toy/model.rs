@@ -81,6 +81,17 @@ pub fn tokenizer_json() -> Value {
         vocab.insert(t.clone(), i);
     }
     let mut merges: Vec<[String; 2]> = Vec::new();
+    // a number's first digit carries its space (`Ġ1`, `8` for " 18"): with a bare `Ġ` before
+    // every number, the token before a digit is the same everywhere and a model cannot copy
+    // an operand by matching what precedes it (an M0 without these learnt the verbs of a
+    // problem's sentences but not their numbers)
+    let space = bc[b' ' as usize];
+    for d in '0'..='9' {
+        let joined = format!("{space}{d}");
+        vocab.insert(joined.clone(), order.len());
+        order.push(joined);
+        merges.push([space.to_string(), d.to_string()]);
+    }
     // the spaced words' merges rank first: inside a pretoken `Ġword` they all start at the
     // `Ġ`, so a bare word's merge (`a s` of `assistant`) cannot split `Ġhas` first
     let spaced = words()
@@ -243,6 +254,7 @@ mod tests {
         assert_eq!(tok.decode(enc.get_ids(), false).unwrap(), text);
         let toks = enc.get_tokens();
         assert!(toks.iter().any(|t| t == "Ġapples"), "{toks:?}");
+        assert!(toks.windows(2).any(|w| w == ["Ġ4", "8"]), "{toks:?}");
         // every word of every problem and solution is one token
         let mut rng = Rng::new(5);
         for _ in 0..300 {
