@@ -89,35 +89,30 @@ fn main() -> std::io::Result<()> {
                 eprintln!("error: --slip and --flawed are shares that sum to at most 1");
                 std::process::exit(2);
             }
+            if train == 0 && sft > 0 {
+                eprintln!("error: --sft solutions are drawn over the train problems: --train 0");
+                std::process::exit(2);
+            }
             std::fs::create_dir_all(&out)?;
             let splits = draw_splits(seed, [train, val, test]);
             let mut rng = Rng::new(seed ^ 0xA5A5);
             for (name, ps) in ["train", "val", "test"].iter().zip(&splits) {
-                let rows: Vec<_> = ps
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| {
-                        let s = solve(p, Kind::Correct, &mut rng);
-                        json!({"id": format!("{name}-{i}"), "problem": p.text,
-                               "answer": p.answer().to_string(), "solution": s.text()})
-                    })
-                    .collect();
-                jsonl(out.join(format!("{name}.jsonl")), rows.into_iter())?;
+                let rows = ps.iter().enumerate().map(|(i, p)| {
+                    let s = solve(p, Kind::Correct, &mut rng);
+                    json!({"id": format!("{name}-{i}"), "problem": p.text,
+                           "answer": p.answer().to_string(), "solution": s.text()})
+                });
+                jsonl(out.join(format!("{name}.jsonl")), rows)?;
             }
             let ks = kinds(sft, slip, flawed, &mut rng);
             let train = &splits[0];
-            let rows: Vec<_> = ks
-                .iter()
-                .enumerate()
-                .map(|(i, &k)| {
-                    let p = &train[i % train.len().max(1)];
-                    let s = solve(p, k, &mut rng);
-                    let kind = serde_json::to_value(k).expect("a kind");
-                    json!({"id": format!("sft-{i}-{}", kind.as_str().unwrap_or("")),
-                           "problem": p.text, "solution": s.text()})
-                })
-                .collect();
-            jsonl(out.join("sft.jsonl"), rows.into_iter())?;
+            let rows = ks.iter().enumerate().map(|(i, &k)| {
+                let p = &train[i % train.len()];
+                let s = solve(p, k, &mut rng);
+                json!({"id": format!("sft-{i}-{}", k.as_str()), "problem": p.text,
+                       "solution": s.text()})
+            });
+            jsonl(out.join("sft.jsonl"), rows)?;
             println!(
                 "wrote {} train, {} val, {} test problems and {} SFT solutions ({:.0}% slip, {:.0}% flawed) to {}",
                 train.len(),

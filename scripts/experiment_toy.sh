@@ -15,10 +15,11 @@ cd "$(dirname "$0")/.."
 
 SMOKE=0
 OUT=target/experiment-toy
+OUT_GIVEN=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1; OUT=target/experiment-toy-smoke ;;
-    --out) OUT="$2"; shift ;;
+    --out) OUT="$2"; OUT_GIVEN=1; shift ;;
     *) echo "usage: $0 [--smoke] [--out DIR]" >&2; exit 2 ;;
   esac
   shift
@@ -35,8 +36,15 @@ fi
 cargo build --release --bin stepkto --example toy
 BIN="$PWD/target/release/stepkto"
 TOY="$PWD/target/release/examples/toy"
+# OUT is emptied first: the default under target/, or a given directory only when it is new
+# or this script made it (it leaves a marker)
+if [ "$OUT_GIVEN" = 1 ] && [ -e "$OUT" ] && [ ! -e "$OUT/.stepkto-experiment-toy" ]; then
+  echo "error: $OUT exists and was not made by $0; give a new --out" >&2
+  exit 2
+fi
 rm -rf "$OUT"
 mkdir -p "$OUT"
+touch "$OUT/.stepkto-experiment-toy"
 OUT="$(cd "$OUT" && pwd)"
 START=$(date +%s)
 
@@ -69,7 +77,7 @@ samples = 1
 max_new_tokens = 192
 EOF
 T0=$(date +%s)
-"$BIN" train sft --config "$OUT/sft.toml" > "$OUT/sft.summary.json"
+"$BIN" train sft --config "$OUT/sft.toml" > /dev/null  # the same JSON as sft/summary.json
 SFT_SECONDS=$(( $(date +%s) - T0 ))
 
 # one round config: $1 method, $2 seed, $3 lambda_step, $4 rounds, $5 output
@@ -120,14 +128,14 @@ for seed in $SEEDS; do
     name="$method-seed$seed"
     write_config "$method" "$seed" 1.0 "$ROUNDS" "$name"
     echo "== $name"
-    "$BIN" train "$method" --config "$OUT/$name.toml" > "$OUT/$name.summary.json"
+    "$BIN" train "$method" --config "$OUT/$name.toml" > /dev/null
   done
 done
 
 # the ablation: lambda_step = 0 must be KTO exactly (one round, the first seed's draws)
 first=${SEEDS%% *}
 write_config step-kto "$first" 0.0 1 "ablation-lambda0"
-"$BIN" train step-kto --config "$OUT/ablation-lambda0.toml" > "$OUT/ablation-lambda0.summary.json"
+"$BIN" train step-kto --config "$OUT/ablation-lambda0.toml" > /dev/null
 a=$(sha256sum < "$OUT/ablation-lambda0/round-1/model/model.safetensors")
 b=$(sha256sum < "$OUT/kto-seed$first/round-1/model/model.safetensors")
 if [ "$a" = "$b" ]; then ABLATION=equal; else ABLATION=different; fi

@@ -30,11 +30,11 @@ def mean_sd(xs):
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def fmt(m, sd, pct=True):
+def fmt(m, sd):
+    """A share as percent, mean ± sd."""
     if m is None:
         return "n/a"
-    k = 100.0 if pct else 1.0
-    return f"{m * k:.1f} ± {sd * k:.1f}"
+    return f"{m * 100:.1f} ± {sd * 100:.1f}"
 
 
 def main():
@@ -92,8 +92,7 @@ def main():
 
     results = {
         "seeds": a.seeds, "test_problems": problems, "maj_k": k, "rounds": last,
-        "table": {m: {str(r): {key: v for key, v in row.items()} for r, row in t.items()}
-                  for m, t in table.items()},
+        "table": {m: {str(r): row for r, row in t.items()} for m, t in table.items()},
         "effect_shows": shows, "ablation_lambda0_equals_kto": a.ablation == "equal",
         "seconds": {"total": a.total_seconds, "sft": a.sft_seconds, **seconds},
         "repaired_examples": examples,

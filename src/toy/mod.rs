@@ -7,8 +7,8 @@
 //!
 //! A problem is a start value and 2 to 5 operations (`+ k`, `- k`, `* 2`, `* 3`) on small
 //! non-negative integers, told as sentences; its solution is one step per operation,
-//! `Then Ann gives away 15: 48 - 15 = 33`, steps separated by blank lines (the judge's step splitting), then
-//! `Answer: \boxed{40}`. Solution kinds, each a share of the SFT set:
+//! `Then Ann gives away 15: 48 - 15 = 33`, steps separated by blank lines (the judge's step
+//! splitting), then `Answer: \boxed{33}`. Solution kinds, each a share of the SFT set:
 //! - `correct`: every step true;
 //! - `slip`: one step's result is off, later steps compute on from it: a wrong answer;
 //! - `flawed`: the right answer through a false step: either a step's result is off and the
@@ -18,8 +18,6 @@
 pub mod model;
 
 use std::collections::BTreeSet;
-
-use serde::Serialize;
 
 /// splitmix64: the generator's only source of randomness, so a seed fixes every file.
 pub struct Rng(u64);
@@ -183,12 +181,21 @@ pub fn draw_splits(seed: u64, sizes: [usize; 3]) -> [Vec<Problem>; 3] {
 }
 
 /// The kinds of solution the base model is taught from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Correct,
     Slip,
     Flawed,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Correct => "correct",
+            Kind::Slip => "slip",
+            Kind::Flawed => "flawed",
+        }
+    }
 }
 
 /// A solution: its step lines (without the answer line) and the answer it boxes.
@@ -232,6 +239,7 @@ pub fn solve(p: &Problem, kind: Kind, rng: &mut Rng) -> Solution {
     let vals = p.values();
     let n = p.ops.len();
     let mut steps = Vec::with_capacity(n);
+    let mut answer = p.answer();
     match kind {
         Kind::Correct => {
             let mut x = p.start;
@@ -252,6 +260,7 @@ pub fn solve(p: &Problem, kind: Kind, rng: &mut Rng) -> Solution {
                 steps.push(line(&p.clauses[i], x, *op, y));
                 x = y;
             }
+            answer = x;
         }
         Kind::Flawed => {
             let at = rng.range(0, n as i64 - 2) as usize;
@@ -273,14 +282,6 @@ pub fn solve(p: &Problem, kind: Kind, rng: &mut Rng) -> Solution {
             }
         }
     }
-    let answer = match kind {
-        Kind::Slip => steps
-            .last()
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .expect("a step line ends in its value"),
-        _ => p.answer(),
-    };
     Solution {
         steps,
         answer,

@@ -5,8 +5,9 @@
 //! trainer load.
 //!
 //! Why merges for the words: the problems' words come from a short list, and a byte per
-//! token would make a problem three times longer than its numbers need; the digits stay one
-//! byte each, so the model does arithmetic digit by digit.
+//! token would make a problem three times longer than its numbers need. Digits stay one per
+//! token (a number's first one with its leading space), so the model does arithmetic digit
+//! by digit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -71,8 +72,9 @@ fn bare_words() -> Vec<String> {
     w
 }
 
-/// The tokenizer: 256 byte tokens, the merges that spell [`words`] (each word's prefixes in
-/// turn, so a merge only ever extends a word from its first letter), then the special tokens.
+/// The tokenizer: 256 byte tokens, a space joined to each digit, the merges that spell
+/// [`words`] and [`bare_words`] (each word's prefixes in turn, so a merge only ever extends a
+/// word from its first letter), then the special tokens.
 pub fn tokenizer_json() -> Value {
     let bc = byte_chars();
     let mut vocab: BTreeMap<String, usize> = BTreeMap::new();
@@ -94,22 +96,18 @@ pub fn tokenizer_json() -> Value {
     }
     // the spaced words' merges rank first: inside a pretoken `Ġword` they all start at the
     // `Ġ`, so a bare word's merge (`a s` of `assistant`) cannot split `Ġhas` first
-    let spaced = words()
-        .into_iter()
-        .map(|w| format!("{}{w}", bc[b' ' as usize]));
+    let spaced = words().into_iter().map(|w| format!("{space}{w}"));
     for spelled in spaced.chain(bare_words()) {
-        {
-            let chars: Vec<char> = spelled.chars().collect();
-            let mut prefix = chars[0].to_string();
-            for c in &chars[1..] {
-                let joined = format!("{prefix}{c}");
-                if !vocab.contains_key(&joined) {
-                    vocab.insert(joined.clone(), order.len());
-                    order.push(joined.clone());
-                    merges.push([prefix.clone(), c.to_string()]);
-                }
-                prefix = joined;
+        let chars: Vec<char> = spelled.chars().collect();
+        let mut prefix = chars[0].to_string();
+        for c in &chars[1..] {
+            let joined = format!("{prefix}{c}");
+            if !vocab.contains_key(&joined) {
+                vocab.insert(joined.clone(), order.len());
+                order.push(joined.clone());
+                merges.push([prefix.clone(), c.to_string()]);
             }
+            prefix = joined;
         }
     }
     let specials: Vec<Value> = [END_OF_TEXT, IM_START, IM_END]
@@ -143,18 +141,6 @@ pub struct Shape {
     pub heads: usize,
     pub kv_heads: usize,
     pub intermediate: usize,
-}
-
-impl Default for Shape {
-    fn default() -> Self {
-        Shape {
-            hidden: 256,
-            layers: 4,
-            heads: 4,
-            kv_heads: 2,
-            intermediate: 768,
-        }
-    }
 }
 
 /// `n` draws from N(0, std²) (Box-Muller on the seeded generator).
