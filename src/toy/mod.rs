@@ -13,7 +13,11 @@
 //! - `slip`: one step's result is off, later steps compute on from it: a wrong answer;
 //! - `flawed`: the right answer through a false step: either a step's result is off and the
 //!   next step goes on from the true value (a silent repair), or two results are off by
-//!   amounts that cancel. The symbolic judge refutes the false steps exactly.
+//!   amounts that cancel, or a false last step is followed by the true answer.
+//!
+//! The false step is the first that carries or borrows, with the carry or borrow forgotten
+//! (the schoolbook bug, off by ten); in a problem with neither it is a random step off by a
+//! small amount. The symbolic judge refutes the false steps exactly.
 
 pub mod model;
 
@@ -223,8 +227,27 @@ fn line(clause: &str, x: i64, op: Op, y: i64) -> String {
     format!("{clause}: {x} {sym} {k} = {y}")
 }
 
-/// A nonzero offset for a slipped result, small like a real carry or sign slip, keeping the
-/// value non-negative.
+/// Whether a step needs a carry (`+`) or a borrow (`-`) in its units digit: where the
+/// writers of the slip and flawed solutions go wrong.
+pub fn carries(x: i64, op: Op) -> bool {
+    match op {
+        Op::Add(k) => x % 10 + k % 10 >= 10,
+        Op::Sub(k) => x % 10 < k % 10,
+        Op::Mul(_) => false,
+    }
+}
+
+/// The result a writer with the schoolbook bug gets: the carry or the borrow forgotten, off
+/// by ten (`39 + 18 = 47`, `42 - 17 = 35`).
+fn forgotten(x: i64, op: Op) -> i64 {
+    match op {
+        Op::Add(_) => op.apply(x) - 10,
+        _ => op.apply(x) + 10,
+    }
+}
+
+/// A nonzero offset for a slip in a problem with no carry or borrow, small like a real
+/// counting slip, keeping the value non-negative.
 fn offset(rng: &mut Rng, true_value: i64) -> i64 {
     loop {
         let d = *rng.pick(&[-10, -2, -1, 1, 2, 10]);
@@ -232,6 +255,25 @@ fn offset(rng: &mut Rng, true_value: i64) -> i64 {
             return d;
         }
     }
+}
+
+/// Where a wrong solution goes wrong, and by how much: the first step that carries or
+/// borrows, by the forgotten ten; in a problem with none, a step drawn from `0..last`
+/// (`last` excluded) by a small offset. Why the systematic bug: a writer who always errs on
+/// the same steps makes the error the model's most likely step there, so M0's greedy
+/// solutions show it, as a real model's systematic mistakes do; errors at random steps
+/// would stay below the right step's probability everywhere and greedy decoding would hide
+/// them.
+fn error_at(p: &Problem, last: usize, rng: &mut Rng) -> (usize, i64) {
+    let mut x = p.start;
+    for (i, &op) in p.ops.iter().enumerate() {
+        if carries(x, op) {
+            return (i, forgotten(x, op) - op.apply(x));
+        }
+        x = op.apply(x);
+    }
+    let at = rng.range(0, last as i64 - 1) as usize;
+    (at, offset(rng, p.values()[at]))
 }
 
 /// A solution of `kind` for `p`.
@@ -250,12 +292,12 @@ pub fn solve(p: &Problem, kind: Kind, rng: &mut Rng) -> Solution {
         }
         Kind::Slip => {
             // one result off; the rest computed truly from it
-            let at = rng.range(0, n as i64 - 1) as usize;
+            let (at, d) = error_at(p, n, rng);
             let mut x = p.start;
             for (i, op) in p.ops.iter().enumerate() {
                 let mut y = op.apply(x);
                 if i == at {
-                    y += offset(rng, y);
+                    y += d;
                 }
                 steps.push(line(&p.clauses[i], x, *op, y));
                 x = y;
@@ -263,17 +305,17 @@ pub fn solve(p: &Problem, kind: Kind, rng: &mut Rng) -> Solution {
             answer = x;
         }
         Kind::Flawed => {
-            let at = rng.range(0, n as i64 - 2) as usize;
+            // the step after the false one either goes on from the true value (a silent
+            // repair) or from the false one to the true result (a second false step that
+            // cancels the first); a false last step is followed by the true answer
+            let (at, d) = error_at(p, n - 1, rng);
             let repair = rng.unit() < 0.5;
-            let d = offset(rng, vals[at]);
             let mut x = p.start;
             for (i, op) in p.ops.iter().enumerate() {
                 let y = vals[i];
                 if i == at {
                     steps.push(line(&p.clauses[i], x, *op, y + d));
                 } else if i == at + 1 && !repair {
-                    // goes on from the wrong value and lands on the true one: a second false
-                    // step that cancels the first
                     steps.push(line(&p.clauses[i], x + d, *op, y));
                 } else {
                     steps.push(line(&p.clauses[i], x, *op, y));
@@ -334,6 +376,30 @@ mod tests {
             assert_eq!(f.answer, p.answer());
             let good = solve(&p, Kind::Correct, &mut rng);
             assert_ne!(f.steps, good.steps);
+        }
+    }
+
+    #[test]
+    fn wrong_solutions_forget_the_first_carry_or_borrow() {
+        assert!(carries(39, Op::Add(18)) && carries(42, Op::Sub(17)));
+        assert!(!carries(31, Op::Add(18)) && !carries(47, Op::Sub(17)) && !carries(9, Op::Mul(3)));
+        let p = Problem {
+            text: String::new(),
+            start: 31,
+            ops: vec![Op::Add(4), Op::Sub(17), Op::Mul(2)],
+            clauses: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let mut rng = Rng::new(4);
+        // 35 - 17 borrows: the slip writes 28 and doubles it, the flaw writes 28 and then
+        // doubles 18 (a repair) or 28 into 36 (a cancelling step)
+        let s = solve(&p, Kind::Slip, &mut rng);
+        assert_eq!(s.steps[1], "b: 35 - 17 = 28");
+        assert_eq!(s.answer, 56);
+        for _ in 0..20 {
+            let f = solve(&p, Kind::Flawed, &mut rng);
+            assert_eq!(f.steps[1], "b: 35 - 17 = 28");
+            assert!(["c: 18 * 2 = 36", "c: 28 * 2 = 36"].contains(&f.steps[2].as_str()));
+            assert_eq!(f.answer, 36);
         }
     }
 

@@ -5,9 +5,8 @@
 //! trainer load.
 //!
 //! Why merges for the words: the problems' words come from a short list, and a byte per
-//! token would make a problem three times longer than its numbers need. Digits stay one per
-//! token (a number's first one with its leading space), so the model does arithmetic digit
-//! by digit.
+//! token would make a problem three times longer than its numbers need. Numbers up to
+//! [`MAX_NUMBER_TOKEN`] are one token each (see [`tokenizer_json`] for why).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -16,6 +15,9 @@ use candle_core::{Device, Tensor};
 use serde_json::{Value, json};
 
 use super::{GAIN, ITEMS, LOSS, NAMES, Rng};
+
+/// The largest number spelt as one token: above any value a step reaches, a slip included.
+pub const MAX_NUMBER_TOKEN: u32 = 299;
 
 pub const IM_START: &str = "<|im_start|>";
 pub const IM_END: &str = "<|im_end|>";
@@ -72,7 +74,7 @@ fn bare_words() -> Vec<String> {
     w
 }
 
-/// The tokenizer: 256 byte tokens, a space joined to each digit, the merges that spell
+/// The tokenizer: 256 byte tokens, a space joined to each digit, whole numbers, the merges that spell
 /// [`words`] and [`bare_words`] (each word's prefixes in turn, so a merge only ever extends a
 /// word from its first letter), then the special tokens.
 pub fn tokenizer_json() -> Value {
@@ -83,16 +85,27 @@ pub fn tokenizer_json() -> Value {
         vocab.insert(t.clone(), i);
     }
     let mut merges: Vec<[String; 2]> = Vec::new();
-    // a number's first digit carries its space (`Ġ1`, `8` for " 18"): with a bare `Ġ` before
-    // every number, the token before a digit is the same everywhere and a model cannot copy
-    // an operand by matching what precedes it (an M0 without these learnt the verbs of a
-    // problem's sentences but not their numbers)
-    let space = bc[b' ' as usize];
+    // a whole number is one token, with its space (`Ġ39`) or without (`39` in `\boxed{39}`).
+    // Why: with digits apart, M0 needs carries, and with a bare `Ġ` before every number the
+    // token before an operand is the same everywhere, so copying an operand by matching what
+    // precedes it fails (an M0 trained that way learnt the verbs of a problem but not its
+    // numbers, 2% Pass@1); one token per number makes a step's arithmetic a table the MLPs
+    // learn and an operand a single token to copy
+    let space = bc[b' ' as usize].to_string();
     for d in '0'..='9' {
         let joined = format!("{space}{d}");
         vocab.insert(joined.clone(), order.len());
         order.push(joined);
-        merges.push([space.to_string(), d.to_string()]);
+        merges.push([space.clone(), d.to_string()]);
+    }
+    for n in 10..=MAX_NUMBER_TOKEN {
+        let (head, last) = (n / 10, n % 10);
+        for pre in [space.as_str(), ""] {
+            let joined = format!("{pre}{n}");
+            vocab.insert(joined.clone(), order.len());
+            order.push(joined);
+            merges.push([format!("{pre}{head}"), last.to_string()]);
+        }
     }
     // the spaced words' merges rank first: inside a pretoken `Ġword` they all start at the
     // `Ġ`, so a bare word's merge (`a s` of `assistant`) cannot split `Ġhas` first
@@ -240,8 +253,11 @@ mod tests {
         assert_eq!(tok.decode(enc.get_ids(), false).unwrap(), text);
         let toks = enc.get_tokens();
         assert!(toks.iter().any(|t| t == "Ġapples"), "{toks:?}");
-        assert!(toks.windows(2).any(|w| w == ["Ġ4", "8"]), "{toks:?}");
-        // every word of every problem and solution is one token
+        assert!(toks.iter().any(|t| t == "Ġ48"), "{toks:?}");
+        assert!(toks.windows(3).any(|w| w == ["{", "33", "}"]), "{toks:?}");
+        let big = tok.encode(" 299 300 7", false).unwrap();
+        assert_eq!(big.get_tokens(), ["Ġ299", "Ġ30", "0", "Ġ7"]);
+        // every word and every number of every problem and solution is one token
         let mut rng = Rng::new(5);
         for _ in 0..300 {
             let p = super::super::draw_problem(&mut rng);
@@ -258,6 +274,16 @@ mod tests {
                     .filter(|w| !w.is_empty())
                     .count();
                 assert_eq!(lettered, words, "{text}: {:?}", enc.get_tokens());
+                let numeric = enc
+                    .get_tokens()
+                    .iter()
+                    .filter(|t| t.chars().any(|c| c.is_ascii_digit()))
+                    .count();
+                let numbers = text
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter(|w| !w.is_empty())
+                    .count();
+                assert_eq!(numeric, numbers, "{text}: {:?}", enc.get_tokens());
             }
         }
         let im = tok.encode("<|im_start|>user\nx<|im_end|>", false).unwrap();
