@@ -40,10 +40,10 @@ enum Command {
         #[arg(long, default_value_t = 4000)]
         sft: usize,
         /// Share of SFT solutions with a slip (wrong answer).
-        #[arg(long, default_value_t = 0.2)]
+        #[arg(long, default_value_t = 0.35)]
         slip: f64,
         /// Share with a flawed step and the right answer.
-        #[arg(long, default_value_t = 0.3)]
+        #[arg(long, default_value_t = 0.45)]
         flawed: f64,
     },
     Init {

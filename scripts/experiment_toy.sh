@@ -29,7 +29,7 @@ if [ "$SMOKE" = 1 ]; then
   SEEDS="1"; ROUNDS=1; TRAIN=200; TEST=24; SFT=400; SFT_EPOCHS=1; PER_ROUND=16; SAMPLES=4
   EVAL_SAMPLES=2
 else
-  SEEDS="1 2 3"; ROUNDS=3; TRAIN=4000; TEST=300; SFT=12000; SFT_EPOCHS=2; PER_ROUND=192
+  SEEDS="1 2 3"; ROUNDS=3; TRAIN=4000; TEST=300; SFT=20000; SFT_EPOCHS=1; PER_ROUND=192
   SAMPLES=8; EVAL_SAMPLES=8
 fi
 
@@ -49,11 +49,12 @@ OUT="$(cd "$OUT" && pwd)"
 START=$(date +%s)
 
 "$TOY" data --out "$OUT/data" --seed 0 --train "$TRAIN" --val 100 --test "$TEST" \
-  --sft "$SFT" --slip 0.2 --flawed 0.3
+  --sft "$SFT" --slip 0.35 --flawed 0.45
 "$TOY" init --out "$OUT/init" --seed 0
 
-# M0: supervised on solutions of which 50% are correct, 20% reach a wrong answer through a
-# slip and 30% reach the right answer through a false step
+# M0: supervised on solutions of which 20% are correct, 35% reach a wrong answer through a
+# slip and 45% reach the right answer through a false step (M0: Pass@1 near 55%, flawed
+# steps in near 30% of its correct solutions)
 cat > "$OUT/sft.toml" <<EOF
 model = "init"
 output = "sft"
@@ -61,12 +62,12 @@ dataset = "data/sft.jsonl"
 eval_problems = "data/val.jsonl"
 system = ""
 epochs = $SFT_EPOCHS
-micro_batch = 32
+micro_batch = 16
 seed = 0
 save_every = 1000
 
 [optim]
-learning_rate = 0.003
+learning_rate = 0.001
 warmup_steps = 20
 schedule = "cosine"
 weight_decay = 0.0
