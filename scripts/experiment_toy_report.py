@@ -110,7 +110,8 @@ def main():
             print(f"| M{r} | {name} | {fmt(*row['pass_at_1'])} | {fmt(*row['flawed_step_rate'])} "
                   f"| {fmt(*row['maj_at_k'])} |")
     print(f"\neffect shows (Step-KTO's M{last} flawed-step rate below KTO's by more than the seeds' "
-          f"spread, Pass@1 not lower): {shows}")
+          f"spread, Pass@1 not lower): "
+          f"{'n/a (a method has no correct solutions)' if shows is None else shows}")
     print(f"ablation lambda_step = 0 equals KTO: {a.ablation == 'equal'}")
     t = results["seconds"]
     print("seconds: " + ", ".join(f"{key} {v:.0f}" for key, v in t.items()))
