@@ -239,15 +239,6 @@ pub fn carries(x: i64, op: Op) -> bool {
     }
 }
 
-/// The result a writer with the schoolbook bug gets: the carry or the borrow forgotten, off
-/// by ten (`39 + 18 = 47`, `42 - 17 = 35`).
-fn forgotten(x: i64, op: Op) -> i64 {
-    match op {
-        Op::Add(_) => op.apply(x) - 10,
-        _ => op.apply(x) + 10,
-    }
-}
-
 /// A nonzero offset for a slip in a problem with no carry or borrow, small like a real
 /// counting slip, keeping the value non-negative.
 fn offset(rng: &mut Rng, true_value: i64) -> i64 {
@@ -260,22 +251,22 @@ fn offset(rng: &mut Rng, true_value: i64) -> i64 {
 }
 
 /// Where a wrong solution goes wrong, and by how much: the first step that carries or
-/// borrows, by the forgotten ten; in a problem with none, a step drawn from `0..last`
-/// (`last` excluded) by a small offset. Why the systematic bug: a writer who always errs on
+/// borrows, by the forgotten ten (`39 + 18 = 47`, `42 - 17 = 35`); in a problem with none,
+/// a step drawn from `0..last` (`last` excluded) by a small offset. Why the systematic bug: a writer who always errs on
 /// the same steps makes the error the model's most likely step there, so M0's greedy
 /// solutions show it, as a real model's systematic mistakes do; errors at random steps
 /// would stay below the right step's probability everywhere and greedy decoding would hide
 /// them.
-fn error_at(p: &Problem, last: usize, rng: &mut Rng) -> (usize, i64) {
-    let mut x = p.start;
-    for (i, &op) in p.ops.iter().enumerate() {
+fn error_at(p: &Problem, vals: &[i64], last: usize, rng: &mut Rng) -> (usize, i64) {
+    let before = std::iter::once(p.start).chain(vals.iter().copied());
+    for (i, (x, &op)) in before.zip(&p.ops).enumerate() {
         if carries(x, op) {
-            return (i, forgotten(x, op) - op.apply(x));
+            // the ten a forgotten carry loses or a forgotten borrow keeps
+            return (i, if matches!(op, Op::Add(_)) { -10 } else { 10 });
         }
-        x = op.apply(x);
     }
     let at = rng.range(0, last as i64 - 1) as usize;
-    (at, offset(rng, p.values()[at]))
+    (at, offset(rng, vals[at]))
 }
 
 /// A solution of `kind` for `p`.
@@ -294,7 +285,7 @@ pub fn solve(p: &Problem, kind: Kind, rng: &mut Rng) -> Solution {
         }
         Kind::Slip => {
             // one result off; the rest computed truly from it
-            let (at, d) = error_at(p, n, rng);
+            let (at, d) = error_at(p, &vals, n, rng);
             let mut x = p.start;
             for (i, op) in p.ops.iter().enumerate() {
                 let mut y = op.apply(x);
@@ -310,7 +301,7 @@ pub fn solve(p: &Problem, kind: Kind, rng: &mut Rng) -> Solution {
             // the step after the false one either goes on from the true value (a silent
             // repair) or from the false one to the true result (a second false step that
             // cancels the first); a false last step is followed by the true answer
-            let (at, d) = error_at(p, n - 1, rng);
+            let (at, d) = error_at(p, &vals, n - 1, rng);
             let repair = rng.unit() < 0.5;
             let mut x = p.start;
             for (i, op) in p.ops.iter().enumerate() {
