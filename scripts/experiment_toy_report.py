@@ -79,14 +79,26 @@ def main():
         spread = max(f_kto[1], f_step[1])
         shows = (f_kto[0] - f_step[0] > spread) and p_step[0] >= p_kto[0] - max(p_kto[1], p_step[1])
 
-    # two repairs: flawed at M0, correct with no refuted step after Step-KTO's last round
+    # two repairs: flawed at M0, correct with no refuted step after a Step-KTO round; the
+    # last round of the first seed is searched first, then earlier rounds and other seeds
+    # (a seed whose last round collapsed may hold none), one example per problem
     examples = []
-    run = os.path.join(a.dir, f"step-kto-seed{a.seeds[0]}")
-    before, after = records(run, 0), records(run, last)
-    for i, b in before.items():
-        x = after.get(i)
-        if b["correct"] and b["flawed"] and x and x["correct"] and not x["flawed"]:
-            examples.append({"id": i, "answer": b["answer"], "before": b["greedy"], "after": x["greedy"]})
+    for seed in a.seeds:
+        run = os.path.join(a.dir, f"step-kto-seed{seed}")
+        before = records(run, 0)
+        for r in range(last, 0, -1):
+            after = records(run, r)
+            for i, b in before.items():
+                x = after.get(i)
+                if any(e["id"] == i for e in examples):
+                    continue
+                if b["correct"] and b["flawed"] and x and x["correct"] and not x["flawed"]:
+                    examples.append({"id": i, "answer": b["answer"], "seed": seed, "round": r,
+                                     "before": b["greedy"], "after": x["greedy"]})
+                if len(examples) == 2:
+                    break
+            if len(examples) == 2:
+                break
         if len(examples) == 2:
             break
 
@@ -116,7 +128,8 @@ def main():
     t = results["seconds"]
     print("seconds: " + ", ".join(f"{key} {v:.0f}" for key, v in t.items()))
     for e in examples:
-        print(f"\n{e['id']} (answer {e['answer']})\nbefore:\n{e['before']}\nafter:\n{e['after']}")
+        print(f"\n{e['id']} (answer {e['answer']}; seed {e['seed']}, M0 -> M{e['round']})\n"
+              f"before:\n{e['before']}\nafter:\n{e['after']}")
 
     try:
         import matplotlib
