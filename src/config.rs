@@ -239,6 +239,42 @@ pub struct ServeArgs {
     pub models: ModelArgs,
     #[command(flatten)]
     pub budget: BudgetArgs,
+    #[command(flatten)]
+    pub jobs: JobArgs,
+}
+
+/// Training jobs (`/v1/train`, `/v1/datasets`) and API keys.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Where job directories (datasets, checkpoints, samples) go.
+    #[arg(long, env = "STEPKTO_JOBS_DIR", default_value = "stepkto-jobs")]
+    pub jobs_dir: PathBuf,
+    /// Jobs this process runs at once; 0 runs none (it only serves and queues).
+    #[arg(long, env = "STEPKTO_MAX_JOBS", default_value_t = 1)]
+    pub max_jobs: usize,
+    /// Threads a training job uses; the judges on a shared CPU keep the rest.
+    #[arg(long, env = "STEPKTO_TRAIN_THREADS", default_value_t = 1)]
+    pub train_threads: usize,
+    /// Seconds a worker's claim on a job lasts unrenewed; a job of a killed server is
+    /// resumed by the next worker after it.
+    #[arg(long, env = "STEPKTO_JOB_LEASE_SECS", default_value_t = 30)]
+    pub job_lease_secs: i64,
+    /// Keep the models of only the last N finished rounds of a job (0 keeps all).
+    #[arg(long, env = "STEPKTO_KEEP_ROUNDS", default_value_t = 0)]
+    pub keep_rounds: usize,
+    /// Largest dataset upload, in bytes (larger get 413).
+    #[arg(long, env = "STEPKTO_MAX_DATASET_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_dataset_bytes: usize,
+    /// A file of API keys, one per line (`#` comments); `/v1/train*` and `/v1/datasets*`
+    /// then need `Authorization: Bearer KEY`.
+    #[arg(long)]
+    pub api_keys_file: Option<PathBuf>,
+    /// API keys, comma-separated (besides the file's).
+    #[arg(long, env = "STEPKTO_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+    /// `/v1/verify` and `/v1/judge` need a key too.
+    #[arg(long)]
+    pub require_key_for_judging: bool,
 }
 
 /// Step judges to load, and how PRMs are scheduled.
@@ -413,6 +449,11 @@ pub struct Config {
     pub models: Vec<ModelSpec>,
     pub device: String,
     pub batch: BatchConfig,
+    pub jobs: crate::jobs::JobsConfig,
+    pub max_dataset_bytes: usize,
+    pub api_keys_file: Option<PathBuf>,
+    pub api_keys: Option<String>,
+    pub require_key_for_judging: bool,
 }
 
 /// Request-level limits of the HTTP service.
@@ -507,8 +548,33 @@ impl ServeArgs {
                 why: "at least 1024 bytes".into(),
             });
         }
+        let j = &self.jobs;
+        if j.job_lease_secs < 2 {
+            return Err(ConfigError::Value {
+                name: "--job-lease-secs",
+                why: "at least 2 seconds".into(),
+            });
+        }
+        if j.train_threads == 0 {
+            return Err(ConfigError::Value {
+                name: "--train-threads",
+                why: "must be positive".into(),
+            });
+        }
         Ok(Config {
             addr,
+            jobs: crate::jobs::JobsConfig {
+                dir: j.jobs_dir.clone(),
+                max_concurrent: j.max_jobs,
+                train_threads: j.train_threads,
+                lease_secs: j.job_lease_secs,
+                keep_rounds: j.keep_rounds,
+                ..Default::default()
+            },
+            max_dataset_bytes: j.max_dataset_bytes.max(1024),
+            api_keys_file: j.api_keys_file.clone(),
+            api_keys: j.api_keys.clone(),
+            require_key_for_judging: j.require_key_for_judging,
             models: self.models.specs()?,
             device: self.models.device.clone(),
             batch: self.models.batch()?,

@@ -15,6 +15,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod jobs;
 pub mod judge;
 pub mod model;
 pub mod outcome;

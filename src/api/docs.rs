@@ -3,12 +3,14 @@
 
 use utoipa::OpenApi;
 
-use super::{error, judge, ops, verify};
+use super::{datasets, error, judge, ops, train, verify};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "stepkto", description = "Judge mathematical reasoning: outcome checker, step judge, verdict cache."),
-    paths(verify::verify, judge::judge, judge::models, ops::health, ops::info, ops::metrics),
+    paths(verify::verify, judge::judge, judge::models, datasets::create, datasets::list, datasets::get,
+        train::create, train::list, train::get, train::cancel, train::metrics, train::events, train::rounds, train::samples,
+        ops::health, ops::info, ops::metrics),
     components(schemas(
         verify::VerifyRequest,
         verify::VerifyItem,
@@ -34,8 +36,17 @@ use super::{error, judge, ops, verify};
         ops::Health,
         ops::Info,
         ops::LimitsInfo,
+        ops::JobsInfo,
+        datasets::DatasetCreated,
+        datasets::BadLine,
+        datasets::BadLines,
+        crate::store::jobs::DatasetRow,
+        crate::store::jobs::MetricRow,
+        train::JobCreated,
+        train::JobView,
+        train::SamplesPage,
     )),
-    tags((name = "verify", description = "Outcome checking"), (name = "judge", description = "Stepwise judging"), (name = "ops", description = "Health, info, metrics"))
+    tags((name = "verify", description = "Outcome checking"), (name = "judge", description = "Stepwise judging"), (name = "train", description = "Datasets and training jobs"), (name = "ops", description = "Health, info, metrics"))
 )]
 pub struct ApiDoc;
 

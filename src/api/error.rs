@@ -11,7 +11,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema, PartialEq, Eq)]
 pub struct ErrorBody {
     pub error: String,
-    /// validation | too_large | overloaded | timeout | not_ready | not_found | backend | internal
+    /// validation | too_large | overloaded | timeout | not_ready | not_found | unauthorized |
+    /// forbidden | backend | internal
     pub error_type: String,
 }
 
@@ -33,6 +34,15 @@ pub enum ApiError {
     NotReady(String),
     #[error("no route for {0}")]
     NotFound(String),
+    /// A resource (job, dataset) that does not exist.
+    #[error("{0}")]
+    Missing(String),
+    /// No API key, or not a Bearer one.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A key that is not one of the configured keys, or training closed on this address.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -46,7 +56,9 @@ impl ApiError {
             ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::Missing(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -58,7 +70,9 @@ impl ApiError {
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Timeout(_) => "timeout",
             ApiError::NotReady(_) => "not_ready",
-            ApiError::NotFound(_) => "not_found",
+            ApiError::NotFound(_) | ApiError::Missing(_) => "not_found",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -113,6 +127,12 @@ impl From<crate::store::StoreError> for ApiError {
             }
             other => ApiError::Internal(other.to_string()),
         }
+    }
+}
+
+impl From<crate::jobs::spec::SpecError> for ApiError {
+    fn from(e: crate::jobs::spec::SpecError) -> Self {
+        ApiError::Validation(e.to_string())
     }
 }
 

@@ -220,3 +220,33 @@ pub fn render_judges(judges: &Judges) -> String {
     }
     s
 }
+
+/// Job series: jobs per state (from the database, so every process on it agrees), and this
+/// process's running jobs, optimiser steps and trained tokens.
+pub async fn render_jobs(st: &super::AppState) -> String {
+    let mut s = String::new();
+    if let Some(db) = st.store.as_ref().filter(|d| d.ready())
+        && let Ok(counts) = db.job_counts().await
+    {
+        s.push_str("# HELP stepkto_jobs Training jobs in the database by state.\n# TYPE stepkto_jobs gauge\n");
+        for state in crate::store::jobs::STATES {
+            let n = counts.iter().find(|(k, _)| k == state).map_or(0, |c| c.1);
+            s.push_str(&format!("stepkto_jobs{{state=\"{state}\"}} {n}\n"));
+        }
+    }
+    if let Some(w) = &st.workers {
+        s.push_str(&format!(
+            "# HELP stepkto_jobs_running_here Jobs this process runs now.\n# TYPE stepkto_jobs_running_here gauge\nstepkto_jobs_running_here {}\n",
+            w.running.load(Ordering::Relaxed)
+        ));
+        s.push_str(&format!(
+            "# HELP stepkto_train_steps_total Optimiser steps this process ran.\n# TYPE stepkto_train_steps_total counter\nstepkto_train_steps_total {}\n",
+            w.steps.load(Ordering::Relaxed)
+        ));
+        s.push_str(&format!(
+            "# HELP stepkto_train_tokens_total Tokens this process trained on.\n# TYPE stepkto_train_tokens_total counter\nstepkto_train_tokens_total {}\n",
+            w.tokens.load(Ordering::Relaxed)
+        ));
+    }
+    s
+}

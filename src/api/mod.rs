@@ -4,15 +4,19 @@
 //! [`app`] is a pure function of the state, so tests drive it with `oneshot` or serve it on
 //! port 0; [`serve`] takes the listener and the shutdown future from its caller.
 
+pub mod auth;
+pub mod datasets;
 pub mod docs;
 pub mod error;
 pub mod judge;
 pub mod metrics;
 pub mod ops;
+pub mod train;
 pub mod verify;
 pub mod work;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +30,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Config, Limits};
 use crate::devices::DevicePool;
+use crate::jobs::{self, Workers};
 use crate::judge::Judges;
 use crate::store::Store;
 use error::ApiError;
@@ -43,6 +48,31 @@ pub struct AppState {
     /// Loaded PRMs (the symbolic judge is always available besides them).
     pub judges: Judges,
     pub devices: Arc<DevicePool>,
+    pub auth: auth::Auth,
+    /// This process's job workers (None: it runs no jobs).
+    pub workers: Option<Arc<Workers>>,
+    /// Where job directories are (for a round's samples).
+    pub jobs_dir: Option<PathBuf>,
+    pub max_dataset_bytes: usize,
+}
+
+/// The training side of the state; [`Service::default`] is open on loopback, no workers.
+pub struct Service {
+    pub auth: auth::Auth,
+    pub workers: Option<Arc<Workers>>,
+    pub jobs_dir: Option<PathBuf>,
+    pub max_dataset_bytes: usize,
+}
+
+impl Default for Service {
+    fn default() -> Self {
+        Service {
+            auth: auth::Auth::open(),
+            workers: None,
+            jobs_dir: None,
+            max_dataset_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 impl AppState {
@@ -58,7 +88,21 @@ impl AppState {
         judges: Judges,
         devices: Arc<DevicePool>,
     ) -> Arc<AppState> {
+        AppState::with_service(store, limits, judges, devices, Service::default())
+    }
+
+    pub fn with_service(
+        store: Option<Store>,
+        limits: Limits,
+        judges: Judges,
+        devices: Arc<DevicePool>,
+        svc: Service,
+    ) -> Arc<AppState> {
         Arc::new(AppState {
+            auth: svc.auth,
+            workers: svc.workers,
+            jobs_dir: svc.jobs_dir,
+            max_dataset_bytes: svc.max_dataset_bytes,
             store,
             inflight: Arc::new(Semaphore::new(limits.max_inflight)),
             limits,
@@ -102,9 +146,32 @@ async fn method_not_allowed(req: Request) -> Response {
 pub fn app(state: Arc<AppState>) -> Router {
     let swagger = utoipa_swagger_ui::SwaggerUi::new("/docs")
         .url("/openapi.json", docs::ApiDoc::openapi_doc());
-    Router::new()
+    let training = Router::new()
+        .route(
+            "/v1/datasets",
+            post(datasets::create)
+                .layer(DefaultBodyLimit::max(state.max_dataset_bytes))
+                .get(datasets::list),
+        )
+        .route("/v1/datasets/{id}", get(datasets::get))
+        .route("/v1/train", post(train::create).get(train::list))
+        .route("/v1/train/{id}", get(train::get))
+        .route("/v1/train/{id}/cancel", post(train::cancel))
+        .route("/v1/train/{id}/metrics", get(train::metrics))
+        .route("/v1/train/{id}/events", get(train::events))
+        .route("/v1/train/{id}/rounds", get(train::rounds))
+        .route("/v1/train/{id}/rounds/{round}/samples", get(train::samples))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::training,
+        ));
+    let judging = Router::new()
         .route("/v1/verify", post(verify::verify))
         .route("/v1/judge", post(judge::judge))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::judging));
+    Router::new()
+        .merge(training)
+        .merge(judging)
         .route("/v1/models", get(judge::models))
         .route("/health", get(ops::health))
         .route("/info", get(ops::info))
@@ -157,13 +224,53 @@ pub fn run(cfg: Config) -> std::io::Result<()> {
         .enable_all()
         .thread_stack_size(crate::outcome::budget::CHECK_STACK_BYTES)
         .build()?;
+    let auth = auth::Auth::load(
+        cfg.api_keys_file.as_deref(),
+        cfg.api_keys.as_deref(),
+        cfg.require_key_for_judging,
+        cfg.addr.ip().is_loopback(),
+    )
+    .map_err(std::io::Error::other)?;
+    if auth.keys() == 0 && !cfg.addr.ip().is_loopback() {
+        tracing::warn!(
+            "no API keys and a non-loopback address: /v1/train and /v1/datasets answer 403 until keys are set (--api-keys-file, STEPKTO_API_KEYS)"
+        );
+    }
+    std::fs::create_dir_all(&cfg.jobs.dir)
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", cfg.jobs.dir.display())))?;
+    let workers = Workers::new(cfg.jobs.clone());
     rt.block_on(async move {
         let store = Store::open(&cfg.database_url).map_err(std::io::Error::other)?;
         store.start().await;
-        let state = AppState::with_judges(Some(store.clone()), cfg.limits, judges, devices);
+        let served = judges.prms.clone();
+        let svc = Service {
+            auth,
+            workers: Some(workers.clone()),
+            jobs_dir: Some(cfg.jobs.dir.clone()),
+            max_dataset_bytes: cfg.max_dataset_bytes,
+        };
+        let state =
+            AppState::with_service(Some(store.clone()), cfg.limits, judges, devices.clone(), svc);
         let listener = TcpListener::bind(cfg.addr).await?;
-        tracing::info!(addr = %listener.local_addr()?, store = store.backend.name(), "stepkto listening");
+        tracing::info!(addr = %listener.local_addr()?, store = store.backend.name(),
+            max_jobs = cfg.jobs.max_concurrent, train_threads = cfg.jobs.train_threads, "stepkto listening");
+        let ctx = jobs::Context {
+            store: store.clone(),
+            devices,
+            served,
+            workers: workers.clone(),
+        };
+        let claim = tokio::spawn(jobs::run_workers(ctx));
         serve(listener, state, shutdown_signal()).await?;
+        // running jobs stop between steps and hand their leases back for the next start
+        workers.stop();
+        let _ = claim.await;
+        let t0 = Instant::now();
+        while workers.running.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && t0.elapsed() < std::time::Duration::from_secs(60)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         store.close().await;
         Ok(())
     })

@@ -76,6 +76,22 @@ pub struct Info {
     pub store_ready: bool,
     pub limits: LimitsInfo,
     pub uptime_secs: u64,
+    /// This process's training workers.
+    pub jobs: JobsInfo,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobsInfo {
+    /// Jobs this process runs at once (0: none).
+    pub max_concurrent: usize,
+    pub running: usize,
+    /// Threads a training job may use (`--train-threads`).
+    pub train_threads: usize,
+    pub lease_secs: i64,
+    pub worker: Option<String>,
+    /// API keys configured (never the keys).
+    pub api_keys: usize,
+    pub require_key_for_judging: bool,
 }
 
 #[utoipa::path(get, path = "/info", responses((status = 200, body = Info)), tag = "ops")]
@@ -102,6 +118,18 @@ pub async fn info(State(st): State<Arc<AppState>>) -> Json<Info> {
             budget: l.budget,
         },
         uptime_secs: st.started.elapsed().as_secs(),
+        jobs: JobsInfo {
+            max_concurrent: st.workers.as_ref().map_or(0, |w| w.config.max_concurrent),
+            running: st
+                .workers
+                .as_ref()
+                .map_or(0, |w| w.running.load(std::sync::atomic::Ordering::Relaxed)),
+            train_threads: st.workers.as_ref().map_or(0, |w| w.config.train_threads),
+            lease_secs: st.workers.as_ref().map_or(0, |w| w.config.lease_secs),
+            worker: st.workers.as_ref().map(|w| w.id.clone()),
+            api_keys: st.auth.keys(),
+            require_key_for_judging: st.auth.require_for_judging,
+        },
     })
 }
 
@@ -109,6 +137,8 @@ pub async fn info(State(st): State<Arc<AppState>>) -> Json<Info> {
 pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render() + &super::metrics::render_judges(&st.judges),
+        st.metrics.render()
+            + &super::metrics::render_judges(&st.judges)
+            + &super::metrics::render_jobs(&st).await,
     )
 }

@@ -1,5 +1,6 @@
-//! The verdict cache, behind sqlx's `Any` driver: an embedded SQLite file by default,
-//! PostgreSQL when the URL says `postgres://`. Only this module knows SQL.
+//! The database, behind sqlx's `Any` driver: an embedded SQLite file by default,
+//! PostgreSQL when the URL says `postgres://`. Only this module knows SQL. Here: the pool,
+//! migrations and the verdict cache; [`jobs`]: the training service's tables.
 //!
 //! The store is optional at run time: if the database is down, [`Store::ready`] is false,
 //! lookups and writes are skipped (and counted by the caller), and a background task keeps
@@ -9,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+pub mod jobs;
 
 use sha2::{Digest, Sha256};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};

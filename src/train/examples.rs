@@ -12,6 +12,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::TrainError;
+use super::control::Control;
 use super::decoder::Decoder;
 use super::label::{StepJudge, completion_steps, outcome_label, token_ends, token_spans};
 use super::rounds::{Text, bar, mix};
@@ -43,6 +44,7 @@ pub fn sample_lines(
     problems: &[Problem],
     chosen: &[usize],
     round_dir: &Path,
+    control: &Control,
 ) -> Result<Value, TrainError> {
     let k = cfg.sample.samples;
     let partial = round_dir.join("samples.partial.jsonl");
@@ -93,6 +95,8 @@ pub fn sample_lines(
     let (mut sampling, mut judging) = (0f64, 0f64);
     let part = (s.max_batch / k).max(1);
     for chunk in todo.chunks(part) {
+        // a cancel between chunks keeps the partial file: whole problems are not redone
+        control.check()?;
         let t = Instant::now();
         let prompts: Vec<Vec<u32>> = chunk.iter().map(|c| c.1.clone()).collect();
         let keys: Vec<u64> = chunk.iter().map(|c| c.0 as u64).collect();

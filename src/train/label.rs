@@ -6,12 +6,15 @@
 
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use super::TrainError;
+use crate::judge::JudgeError;
+use crate::judge::batcher::Batcher;
 use crate::judge::prm::{ModelSpec, Prm};
 use crate::judge::{Status, symbolic};
 use crate::outcome::{self, Budget, Mode, Options};
@@ -70,10 +73,17 @@ pub struct StepLabel {
     pub symbolic: Status,
 }
 
+/// Where a step judge's PRM lives: loaded by the run, or a model the server has loaded,
+/// reached through its batcher (so a job shares the serving copy and its device).
+enum PrmSource {
+    Own(Box<Prm>),
+    Served(Arc<Batcher>),
+}
+
 /// A loaded step judge.
 pub struct StepJudge {
     kind: JudgeKind,
-    prm: Option<Prm>,
+    prm: Option<PrmSource>,
     threshold: f64,
     batch: usize,
     budget: Budget,
@@ -92,7 +102,9 @@ impl StepJudge {
                 let mut spec = ModelSpec::parse(&dir.display().to_string());
                 spec.dir = dir.clone();
                 spec.recipe = cfg.recipe.clone();
-                Some(Prm::load(&spec, device).map_err(|e| TrainError::Judge(e.to_string()))?)
+                Some(PrmSource::Own(Box::new(
+                    Prm::load(&spec, device).map_err(|e| TrainError::Judge(e.to_string()))?,
+                )))
             }
         };
         if !(0.0..=1.0).contains(&cfg.threshold) {
@@ -103,6 +115,30 @@ impl StepJudge {
         Ok(StepJudge {
             kind: cfg.kind,
             prm,
+            threshold: cfg.threshold,
+            batch: cfg.batch.max(1),
+            budget: Budget::default(),
+        })
+    }
+
+    /// A judge of `cfg.kind` whose PRM is a served model (`cfg.prm` is not read).
+    pub fn served(cfg: &JudgeConfig, prm: Option<Arc<Batcher>>) -> Result<StepJudge, TrainError> {
+        if cfg.kind != JudgeKind::Symbolic && prm.is_none() {
+            return Err(TrainError::Input(format!(
+                "judge.kind {:?} needs a PRM",
+                cfg.kind
+            )));
+        }
+        if !(0.0..=1.0).contains(&cfg.threshold) {
+            return Err(TrainError::Input(
+                "judge.threshold must be in [0, 1]".into(),
+            ));
+        }
+        Ok(StepJudge {
+            kind: cfg.kind,
+            prm: prm
+                .filter(|_| cfg.kind != JudgeKind::Symbolic)
+                .map(PrmSource::Served),
             threshold: cfg.threshold,
             batch: cfg.batch.max(1),
             budget: Budget::default(),
@@ -122,7 +158,8 @@ impl StepJudge {
             .collect();
         let scores: Vec<Option<Vec<f32>>> = match &self.prm {
             None => vec![None; items.len()],
-            Some(prm) => self.prm_scores(prm, items)?,
+            Some(PrmSource::Own(prm)) => self.prm_scores(prm, items)?,
+            Some(PrmSource::Served(b)) => served_scores(b, items)?,
         };
         Ok(checks
             .into_iter()
@@ -181,6 +218,53 @@ impl StepJudge {
         }
         Ok(out)
     }
+}
+
+/// Scores from a served PRM: queued through its batcher beside the verdict requests. An
+/// item it cannot take (too long, unscorable) has every step wrong, as with an owned PRM.
+/// A full queue is waited out (serving traffic comes first) for up to ten minutes; a
+/// stopped model fails the round, which the job retries when it resumes.
+fn served_scores(
+    b: &Batcher,
+    items: &[(&str, Vec<String>)],
+) -> Result<Vec<Option<Vec<f32>>>, TrainError> {
+    let mut out: Vec<Option<Vec<f32>>> = vec![None; items.len()];
+    let mut todo: Vec<usize> = (0..items.len()).collect();
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let mut wait = std::time::Duration::from_millis(20);
+    while !todo.is_empty() {
+        let owned: Vec<(String, Vec<String>)> = todo
+            .iter()
+            .map(|&i| (items[i].0.to_string(), items[i].1.clone()))
+            .collect();
+        let replies = crate::judge::score_blocking(b, &owned, 600_000);
+        let mut again = Vec::new();
+        for (&i, r) in todo.iter().zip(replies) {
+            match r {
+                Ok(s) => out[i] = Some(s),
+                Err(JudgeError::Input(e)) => {
+                    tracing::warn!("PRM cannot score a sample ({e}); its steps count as wrong");
+                    out[i] = Some(vec![0.0; items[i].1.len()]);
+                }
+                Err(e @ JudgeError::TooLong { .. }) => {
+                    tracing::warn!("PRM cannot score a sample ({e}); its steps count as wrong");
+                    out[i] = Some(vec![0.0; items[i].1.len()]);
+                }
+                Err(JudgeError::Overloaded(_) | JudgeError::Timeout(_))
+                    if std::time::Instant::now() < give_up =>
+                {
+                    again.push(i)
+                }
+                Err(e) => return Err(TrainError::Judge(e.to_string())),
+            }
+        }
+        if !again.is_empty() {
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(std::time::Duration::from_secs(1));
+        }
+        todo = again;
+    }
+    Ok(out)
 }
 
 /// The outcome label: the completion's final answer is equivalent to the reference.

@@ -5,6 +5,7 @@
 //! Everything here runs on candle tensors with gradients; the judge's inference kernels are
 //! not used, because they have no backward.
 
+pub mod control;
 pub mod decoder;
 pub mod eval;
 pub mod examples;
@@ -48,6 +49,9 @@ pub enum TrainError {
     /// A round stopped on a non-finite loss; the message says which checkpoint is good.
     #[error("{0}")]
     Stopped(String),
+    /// The caller asked the run to stop ([`control::Control`]); saved states are kept.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl TrainError {

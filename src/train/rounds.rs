@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 
 use super::TrainError;
+use super::control::{Control, Event};
 use super::decoder::Decoder;
 use super::eval::{EvalInputs, EvalReport, evaluate};
 use super::examples::{Examples, dataset_examples, sample_lines, samples_examples};
@@ -148,10 +149,23 @@ struct Run<'a> {
     judge: Option<StepJudge>,
     eval: Option<(Vec<Problem>, Vec<Vec<u32>>)>,
     input_errors: Vec<LineError>,
+    control: &'a Control,
 }
 
 /// Run `stepkto train METHOD --config ...` (a fresh run, or `resume` one).
 pub fn train(cfg: &TrainConfig, method: RunMethod, resume: bool) -> Result<Summary, TrainError> {
+    train_with(cfg, method, resume, &Control::none(), None)
+}
+
+/// [`train`] watched and stoppable through `control`; `judge`, when given, labels steps
+/// instead of one loaded from `cfg.judge` (the server passes its loaded PRM).
+pub fn train_with(
+    cfg: &TrainConfig,
+    method: RunMethod,
+    resume: bool,
+    control: &Control,
+    judge: Option<StepJudge>,
+) -> Result<Summary, TrainError> {
     cfg.check_method(method)?;
     let out = cfg.output.clone();
     let stamp = json!({"method": method, "config": cfg});
@@ -183,6 +197,8 @@ pub fn train(cfg: &TrainConfig, method: RunMethod, resume: bool) -> Result<Summa
     let text = Text::load(&cfg.model, &cfg.system)?;
     let judge = if method == RunMethod::Sft && cfg.eval_problems.is_none() {
         None
+    } else if let Some(j) = judge {
+        Some(j)
     } else {
         Some(StepJudge::load(&cfg.judge, &device)?)
     };
@@ -195,6 +211,7 @@ pub fn train(cfg: &TrainConfig, method: RunMethod, resume: bool) -> Result<Summa
         judge,
         eval: None,
         input_errors: Vec::new(),
+        control,
     };
     if let Some(p) = &cfg.eval_problems {
         let (problems, bad) = read_problems(p)?;
@@ -233,12 +250,22 @@ impl Run<'_> {
         for e in &self.input_errors {
             tracing::warn!(file = %e.file, line = e.line, "skipped: {}", e.error);
         }
+        self.control.check()?;
         self.eval_round(0, &self.cfg.model.clone())?;
+        let (eval, records) = self.eval_files(0);
+        self.control.emit(&Event::Start {
+            eval: eval.as_ref(),
+            records: records.as_deref(),
+        });
         for r in 1..=rounds {
             let dir = self.round_dir(r);
-            if read_json(&dir.join("round.json")).is_some() {
-                continue; // finished before the interruption
+            if let Some(info) = read_json(&dir.join("round.json")) {
+                // finished before the interruption; told again, since the watcher may not
+                // have heard it before the process died
+                self.emit_round(r, &info);
+                continue;
             }
+            self.control.check()?;
             std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
             let policy = match r {
                 1 => self.cfg.model.clone(),
@@ -265,13 +292,36 @@ impl Run<'_> {
             info["seconds"]["preparing"] = json!(prep);
             info["optimizer_steps"] = json!(steps);
             let t2 = Instant::now();
+            self.control.emit(&Event::Phase {
+                round: r,
+                phase: "eval",
+            });
             self.eval_round(r, &dir.join("model"))?;
             info["seconds"]["eval"] = json!(t2.elapsed().as_secs_f64());
             info["round"] = json!(r);
             write_json(&dir.join("round.json"), &info)?;
             self.summary(rounds)?;
+            self.emit_round(r, &info);
         }
         self.summary(rounds)
+    }
+
+    fn eval_files(&self, r: usize) -> (Option<Value>, Option<String>) {
+        let rd = self.round_dir(r);
+        (
+            read_json(&rd.join("eval.json")),
+            std::fs::read_to_string(rd.join("eval-records.jsonl")).ok(),
+        )
+    }
+
+    fn emit_round(&self, r: usize, info: &Value) {
+        let (eval, records) = self.eval_files(r);
+        self.control.emit(&Event::Round {
+            round: r,
+            info,
+            eval: eval.as_ref(),
+            records: records.as_deref(),
+        });
     }
 
     /// round-N/samples.jsonl (made, or continued from its partial file) -> examples.
@@ -296,6 +346,10 @@ impl Run<'_> {
             let info = read_json(&self.round_dir(r).join("sampling.json")).unwrap_or_default();
             (lines, info)
         } else {
+            self.control.emit(&Event::Phase {
+                round: r,
+                phase: "sampling",
+            });
             let model = Decoder::load(policy, &self.device)?;
             let judge = self.judge.as_ref().expect("rounds have a step judge");
             let t = sample_lines(
@@ -307,6 +361,7 @@ impl Run<'_> {
                 problems,
                 &chosen,
                 &self.round_dir(r),
+                self.control,
             )?;
             write_json(&self.round_dir(r).join("sampling.json"), &t)?;
             let lines = std::fs::read_to_string(&file).map_err(|e| TrainError::io(&file, e))?;
@@ -410,10 +465,15 @@ impl Run<'_> {
         let refs: Vec<RefLogps> = if matches!(method, Method::Sft) {
             vec![RefLogps::default(); ordered.len()]
         } else {
+            self.control.emit(&Event::Phase {
+                round: r,
+                phase: "reference",
+            });
             let reference = Decoder::load(policy, &self.device)?;
             let b = bar(mbs.len(), &format!("reference {r}"));
             let mut out = Vec::with_capacity(ordered.len());
             for mb in &mbs {
+                self.control.check()?;
                 out.extend(reference_logps(&reference, mb, cfg.micro_batch)?);
                 b.inc(1);
             }
@@ -424,8 +484,17 @@ impl Run<'_> {
         let states = State { out: &self.out };
         let (model, mut opt, start) = match states.latest(r) {
             Some((dir, step)) => {
-                let model = Decoder::load(&dir.join("model"), &self.device)?;
-                let opt = states.optimizer(&dir, &self.device, cfg, step)?;
+                // a state that cannot be read is named, so a job fails with its reason
+                let unreadable = |e: TrainError| {
+                    TrainError::Input(format!(
+                        "the saved training state {} cannot be read: {e}",
+                        dir.display()
+                    ))
+                };
+                let model = Decoder::load(&dir.join("model"), &self.device).map_err(unreadable)?;
+                let opt = states
+                    .optimizer(&dir, &self.device, cfg, step)
+                    .map_err(unreadable)?;
                 tracing::info!(round = r, step, "resuming from {}", dir.display());
                 (model, opt, step)
             }
@@ -444,7 +513,13 @@ impl Run<'_> {
             .map_err(|e| TrainError::io(&metrics_path, e))?;
         let b = bar(total, &format!("train {r}"));
         b.set_position(start as u64);
+        self.control.emit(&Event::Phase {
+            round: r,
+            phase: "training",
+        });
         for step in start..total {
+            // between steps: the last saved state stays the resume point
+            self.control.check()?;
             let epoch = step / per_epoch;
             let within = permutation(mbs.len(), mix(&[cfg.seed, r as u64, 3, epoch as u64]));
             let j = step % per_epoch;
@@ -480,6 +555,18 @@ impl Run<'_> {
             metrics
                 .flush()
                 .map_err(|e| TrainError::io(&metrics_path, e))?;
+            let tokens = batches
+                .iter()
+                .flat_map(|(exs, _)| exs.iter())
+                .map(|e| e.prompt.len() + e.completion.len())
+                .sum();
+            self.control.emit(&Event::Step {
+                round: r,
+                step: step + 1,
+                total,
+                tokens,
+                metrics: &m,
+            });
             b.set_message(format!(
                 "loss {:.4}",
                 m.get("loss").copied().unwrap_or(f64::NAN)

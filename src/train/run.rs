@@ -173,11 +173,13 @@ impl TrainConfig {
                 *p = base.join(&*p);
             }
         }
-        cfg.validate().map_err(bad)?;
+        cfg.validate().map_err(|(_, m)| bad(m))?;
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Values serde cannot check; the error is (field, message).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |f: &str, m: &str| Err((f.to_string(), m.to_string()));
         let positive = [
             ("rounds", self.rounds),
             ("epochs", self.epochs),
@@ -190,17 +192,23 @@ impl TrainConfig {
             ("judge.batch", self.judge.batch),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("{name} must be at least 1"));
+            return Err((name.to_string(), format!("{name} must be at least 1")));
         }
         if self.problems.is_some() == self.dataset.is_some() {
-            return Err("give exactly one of `problems` (rounds) and `dataset` (one pass)".into());
+            return fail(
+                "problems",
+                "give exactly one of `problems` (rounds) and `dataset` (one pass)",
+            );
         }
         let o = &self.optim;
         if !(o.learning_rate.is_finite() && o.learning_rate >= 0.0) {
-            return Err("optim.learning_rate must be a finite number >= 0".into());
+            return fail(
+                "optim.learning_rate",
+                "optim.learning_rate must be a finite number >= 0",
+            );
         }
         if !(self.kto.beta.is_finite() && self.kto.beta > 0.0) {
-            return Err("kto.beta must be > 0".into());
+            return fail("kto.beta", "kto.beta must be > 0");
         }
         Ok(())
     }
@@ -247,32 +255,31 @@ fn lines(path: &Path) -> Result<Vec<(usize, String)>, TrainError> {
 pub fn read_problems(path: &Path) -> Result<(Vec<Problem>, Vec<LineError>), TrainError> {
     let (mut ok, mut bad) = (Vec::new(), Vec::new());
     for (n, l) in lines(path)? {
-        let err = |e: String| LineError {
-            file: path.display().to_string(),
-            line: n,
-            error: e,
-        };
-        let v: Value = match serde_json::from_str(&l) {
-            Ok(v) => v,
-            Err(e) => {
-                bad.push(err(format!("bad line: {e}")));
-                continue;
-            }
-        };
-        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        match (text("problem"), answer_of(&v)) {
-            (Some(p), Some(a)) if !p.trim().is_empty() && !a.trim().is_empty() => {
-                ok.push(Problem {
-                    id: v.get("id").cloned().unwrap_or(Value::from(n)),
-                    problem: p,
-                    answer: a,
-                })
-            }
-            (None, _) => bad.push(err("no \"problem\" text".into())),
-            _ => bad.push(err("no reference \"answer\"".into())),
+        match parse_problem(n, &l) {
+            Ok(p) => ok.push(p),
+            Err(e) => bad.push(LineError {
+                file: path.display().to_string(),
+                line: n,
+                error: e,
+            }),
         }
     }
     Ok((ok, bad))
+}
+
+/// One problem line (`n`, its 1-based number, is the id when the line has none).
+pub fn parse_problem(n: usize, line: &str) -> Result<Problem, String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("bad line: {e}"))?;
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    match (text("problem"), answer_of(&v)) {
+        (Some(p), Some(a)) if !p.trim().is_empty() && !a.trim().is_empty() => Ok(Problem {
+            id: v.get("id").cloned().unwrap_or(Value::from(n)),
+            problem: p,
+            answer: a,
+        }),
+        (None, _) => Err("no \"problem\" text".into()),
+        _ => Err("no reference \"answer\"".into()),
+    }
 }
 
 /// A reference answer given as a string or a number.
@@ -317,10 +324,7 @@ pub fn read_dataset(
 ) -> Result<(Vec<DatasetRow>, Vec<LineError>), TrainError> {
     let (mut ok, mut bad) = (Vec::new(), Vec::new());
     for (n, l) in lines(path)? {
-        let row = serde_json::from_str::<DatasetRow>(&l)
-            .map_err(|e| format!("bad line: {e}"))
-            .and_then(|r| check_row(r, method));
-        match row {
+        match parse_dataset_row(&l, method) {
             Ok(r) => ok.push(r),
             Err(e) => bad.push(LineError {
                 file: path.display().to_string(),
@@ -330,6 +334,13 @@ pub fn read_dataset(
         }
     }
     Ok((ok, bad))
+}
+
+/// One offline dataset line, checked for `method` (SFT rows need no label).
+pub fn parse_dataset_row(line: &str, method: RunMethod) -> Result<DatasetRow, String> {
+    serde_json::from_str::<DatasetRow>(line)
+        .map_err(|e| format!("bad line: {e}"))
+        .and_then(|r| check_row(r, method))
 }
 
 fn check_row(r: DatasetRow, method: RunMethod) -> Result<DatasetRow, String> {

@@ -35,6 +35,13 @@ pub struct TestApp {
 impl TestApp {
     /// Stop serving and wait until the server has finished.
     pub async fn stop(mut self) {
+        if let Some(w) = &self.state.workers {
+            w.stop();
+            let t0 = std::time::Instant::now();
+            while w.running.load(Ordering::SeqCst) > 0 && t0.elapsed().as_secs() < 60 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -130,6 +137,43 @@ pub async fn spawn_app_with(
         None => None,
     };
     let state = AppState::with_judges(store, limits, judges, devices);
+    serve_state(state, db_url).await
+}
+
+/// Serve the router with jobs: `svc` (auth, jobs dir), and, when `workers` is given, a
+/// claim loop running jobs on this state's store and PRMs.
+pub async fn spawn_jobs_app(
+    db_url: String,
+    mut svc: api::Service,
+    workers: Option<stepkto::jobs::JobsConfig>,
+) -> TestApp {
+    let store = Store::open(&db_url).expect("open store");
+    store.start().await;
+    let devices = stepkto::devices::DevicePool::new("cpu").unwrap();
+    let w = workers.map(stepkto::jobs::Workers::new);
+    svc.workers = w.clone();
+    if svc.jobs_dir.is_none() {
+        svc.jobs_dir = w.as_ref().map(|w| w.config.dir.clone());
+    }
+    let state = AppState::with_service(
+        Some(store.clone()),
+        Limits::default(),
+        stepkto::judge::Judges::default(),
+        devices.clone(),
+        svc,
+    );
+    if let Some(w) = w {
+        tokio::spawn(stepkto::jobs::run_workers(stepkto::jobs::Context {
+            store,
+            devices,
+            served: Vec::new(),
+            workers: w,
+        }));
+    }
+    serve_state(state, Some(db_url)).await
+}
+
+async fn serve_state(state: Arc<AppState>, db_url: Option<String>) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -164,6 +208,17 @@ impl Resp {
 }
 
 pub async fn request(addr: SocketAddr, method: &str, path: &str, body: impl Into<Bytes>) -> Resp {
+    request_with(addr, method, path, body, &[]).await
+}
+
+/// [`request`] with extra headers.
+pub async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> Resp {
     let stream = TcpStream::connect(addr).await.unwrap();
     let io = hyper_util_io(stream);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
@@ -174,7 +229,10 @@ pub async fn request(addr: SocketAddr, method: &str, path: &str, body: impl Into
         .method(method)
         .uri(path)
         .header("host", addr.to_string())
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    let req = headers
+        .iter()
+        .fold(req, |r, (k, v)| r.header(*k, *v))
         .body(Full::new(body.into()))
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();
