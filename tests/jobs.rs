@@ -367,7 +367,12 @@ async fn cancel_and_bad_configs(db: Db) {
     app.stop().await;
 
     // a queued job (no worker runs it) is cancelled at once
-    let app = spawn_jobs_app(app_url(&app_db(db).await), Service::default(), None).await;
+    let app = spawn_jobs_app(
+        db_url(db).await.expect("a database"),
+        Service::default(),
+        None,
+    )
+    .await;
     let a = app.addr;
     let (pid, eid) = datasets(a).await;
     let id = post(a, "/v1/train", config(&m, &pid, &eid, json!({})))
@@ -382,14 +387,6 @@ async fn cancel_and_bad_configs(db: Db) {
     assert_eq!(c["state"], "cancelled");
     assert!(c["finished_at"].is_number());
     app.stop().await;
-}
-
-async fn app_db(db: Db) -> Option<String> {
-    db_url(db).await
-}
-
-fn app_url(u: &Option<String>) -> String {
-    u.clone().expect("a database")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,11 +120,9 @@ pub async fn create(
     };
     let format = match q.format.as_deref() {
         None => guess(first),
-        Some(f @ ("problems" | "kto" | "sft")) => match f {
-            "problems" => "problems",
-            "kto" => "kto",
-            _ => "sft",
-        },
+        Some("problems") => "problems",
+        Some("kto") => "kto",
+        Some("sft") => "sft",
         Some(other) => {
             return Err(ApiError::Validation(format!(
                 "format: {other:?} is not one of problems, kto, sft"
@@ -160,10 +158,7 @@ pub async fn create(
         rows: good.len() as i64,
         bytes: stored.len() as i64,
         sha256: sha,
-        created_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
+        created_at: crate::store::now_secs(),
     };
     db.insert_dataset(&row, &stored).await?;
     let out = DatasetCreated {

@@ -292,14 +292,15 @@ pub async fn samples(
         let Ok(mut v) = serde_json::from_str::<Value>(l) else {
             continue;
         };
-        if q.filter.as_deref().is_some_and(|f| class(&v) != f) {
+        let c = class(&v);
+        if q.filter.as_deref().is_some_and(|f| c != f) {
             continue;
         }
         total += 1;
         if total > offset as usize && out.len() < limit as usize {
             if let Some(o) = v.as_object_mut() {
                 o.remove("token_ids");
-                o.insert("class".into(), json!(class(&Value::Object(o.clone()))));
+                o.insert("class".into(), json!(c));
             }
             out.push(v);
         }

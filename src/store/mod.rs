@@ -60,7 +60,7 @@ pub fn cache_key(parts: &serde_json::Value) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
