@@ -92,7 +92,7 @@ def main():
                 x = after.get(i)
                 if any(e["id"] == i for e in examples):
                     continue
-                if b["correct"] and b["flawed"] and x and x["correct"] and not x["flawed"]:
+                if b["final_answer_correct"] and b["flawed"] and x and x["final_answer_correct"] and not x["flawed"]:
                     examples.append({"id": i, "answer": b["answer"], "seed": seed, "round": r,
                                      "before": b["greedy"], "after": x["greedy"]})
                 if len(examples) == 2:

@@ -186,6 +186,29 @@ pub struct EvalGenerateArgs {
     /// Memory a sampling batch may hold, in MiB.
     #[arg(long, default_value_t = crate::train::sample::DEFAULT_MAX_MEMORY_MB)]
     pub max_memory_mb: usize,
+    #[command(flatten)]
+    pub record: RecordArgs,
+}
+
+/// `--record`: store an eval command's result for the dashboard.
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Store the metrics, counts and every judged sample as an eval record in the database
+    /// (`--database-url`, the server's default `sqlite://stepkto.db` otherwise).
+    #[arg(long)]
+    pub record: bool,
+    /// The model the record is filed under (default: the judge for processbench, the model
+    /// directory's name for generate; flawed-steps needs it).
+    #[arg(long, requires = "record")]
+    pub record_model: Option<String>,
+    /// The dataset's name (default: the input file's name without its extension).
+    #[arg(long, requires = "record")]
+    pub record_dataset: Option<String>,
+    /// The training round the model comes from.
+    #[arg(long, requires = "record")]
+    pub record_round: Option<i64>,
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +222,8 @@ pub struct ProcessBenchArgs {
     pub threshold: f64,
     #[command(flatten)]
     pub budget: BudgetArgs,
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +239,8 @@ pub struct FlawedStepsArgs {
     pub threshold: f64,
     #[command(flatten)]
     pub budget: BudgetArgs,
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +292,10 @@ pub struct JobArgs {
     /// Largest dataset upload, in bytes (larger get 413).
     #[arg(long, env = "STEPKTO_MAX_DATASET_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_dataset_bytes: usize,
+    /// Most judged samples in one eval record (`POST /v1/evals`; larger get 422). Its bytes
+    /// are bounded by --max-dataset-bytes.
+    #[arg(long, env = "STEPKTO_MAX_EVAL_SAMPLES", default_value_t = 100_000)]
+    pub max_eval_samples: usize,
     /// A file of API keys, one per line (`#` comments); `/v1/train*` and `/v1/datasets*`
     /// then need `Authorization: Bearer KEY`.
     #[arg(long)]
@@ -451,6 +482,7 @@ pub struct Config {
     pub batch: BatchConfig,
     pub jobs: crate::jobs::JobsConfig,
     pub max_dataset_bytes: usize,
+    pub max_eval_samples: usize,
     pub api_keys_file: Option<PathBuf>,
     pub api_keys: Option<String>,
     pub require_key_for_judging: bool,
@@ -572,6 +604,7 @@ impl ServeArgs {
                 ..Default::default()
             },
             max_dataset_bytes: j.max_dataset_bytes.max(1024),
+            max_eval_samples: j.max_eval_samples,
             api_keys_file: j.api_keys_file.clone(),
             api_keys: j.api_keys.clone(),
             require_key_for_judging: j.require_key_for_judging,

@@ -224,6 +224,42 @@ async fn job_runs_to_success(db: Db) {
         404
     );
 
+    // every round's evaluation is an eval record: the base model's name, the eval
+    // dataset's name, the judged greedy solution with its steps' texts and verdicts
+    let evals = get(a, &format!("/v1/evals?job={id}")).await.json();
+    assert_eq!(evals["total"], 2, "{evals}");
+    let recs = evals["records"].as_array().unwrap();
+    let mut rounds_seen: Vec<i64> = recs.iter().map(|r| r["round"].as_i64().unwrap()).collect();
+    rounds_seen.sort();
+    assert_eq!(rounds_seen, vec![0, 1]);
+    for r in recs {
+        assert_eq!(r["model"], "m0");
+        assert_eq!(r["dataset"], eid.as_str());
+        assert_eq!(r["kind"], "generate");
+        assert_eq!(r["counts"]["problems"], 1);
+        assert!(r["metrics"]["pass_at_1"].is_number(), "{r}");
+        let n: u64 = r["classes"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(n, 1);
+        let rid = r["id"].as_str().unwrap();
+        let s = get(a, &format!("/v1/evals/{rid}/samples")).await.json();
+        assert_eq!(s["total"], 1);
+        let x = &s["samples"][0]["sample"];
+        assert_eq!(x["problem"], "What is 1 + 1?");
+        let text: String = x["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|st| st["text"].as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join("");
+        assert!(!x["greedy"].as_str().unwrap().is_empty() || text.is_empty());
+    }
+
     // the list filters by state; /info and /metrics show the workers
     let list = get(a, "/v1/train?state=succeeded").await.json();
     assert!(
@@ -287,6 +323,8 @@ async fn cancel_and_bad_configs(db: Db) {
         (json!({"problems": 3}), "problems"),
         (json!({"output": "/tmp/x"}), "output"),
         (json!({"device": "cuda:0"}), "device"),
+        (json!({"threads": 2}), "threads"),
+        (json!({"threads": 0}), "threads"),
         (json!({"judge": {"model": "no-such-prm"}}), "judge.model"),
         (json!({"judge": {"prm": "/models/prm"}}), "judge.prm"),
         (json!({"model": "/nonexistent/model"}), "model"),

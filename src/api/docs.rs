@@ -3,13 +3,14 @@
 
 use utoipa::OpenApi;
 
-use super::{datasets, error, judge, ops, train, verify};
+use super::{datasets, error, evals, judge, ops, train, verify};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "stepkto", description = "Judge mathematical reasoning: outcome checker, step judge, verdict cache."),
     paths(verify::verify, judge::judge, judge::models, datasets::create, datasets::list, datasets::get,
         train::create, train::list, train::get, train::cancel, train::metrics, train::events, train::rounds, train::samples,
+        evals::create, evals::list, evals::get, evals::samples, evals::sample,
         ops::health, ops::info, ops::metrics),
     components(schemas(
         verify::VerifyRequest,
@@ -45,8 +46,17 @@ use super::{datasets, error, judge, ops, train, verify};
         train::JobCreated,
         train::JobView,
         train::SamplesPage,
+        evals::EvalCreated,
+        evals::EvalView,
+        evals::EvalList,
+        evals::SampleView,
+        evals::SamplePage,
+        evals::BadSamples,
+        crate::jobs::records::NewEval,
+        crate::jobs::records::EvalSample,
+        crate::jobs::records::EvalStep,
     )),
-    tags((name = "verify", description = "Outcome checking"), (name = "judge", description = "Stepwise judging"), (name = "train", description = "Datasets and training jobs"), (name = "ops", description = "Health, info, metrics"))
+    tags((name = "verify", description = "Outcome checking"), (name = "judge", description = "Stepwise judging"), (name = "train", description = "Datasets and training jobs"), (name = "evals", description = "Eval records: metrics and judged samples per model, round and dataset"), (name = "ops", description = "Health, info, metrics"))
 )]
 pub struct ApiDoc;
 

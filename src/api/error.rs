@@ -140,5 +140,6 @@ impl From<crate::jobs::spec::SpecError> for ApiError {
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| ApiError::BadJson(e.to_string()))?;
-    serde_json::from_value(value).map_err(|e| ApiError::Validation(e.to_string()))
+    // the error names the field it is about (`items[3].reference: invalid type ...`)
+    serde_path_to_error::deserialize(value).map_err(|e| ApiError::Validation(e.to_string()))
 }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod datasets;
 pub mod docs;
 pub mod error;
+pub mod evals;
 pub mod judge;
 pub mod metrics;
 pub mod ops;
@@ -54,6 +55,8 @@ pub struct AppState {
     /// Where job directories are (for a round's samples).
     pub jobs_dir: Option<PathBuf>,
     pub max_dataset_bytes: usize,
+    /// Most samples in one eval record.
+    pub max_eval_samples: usize,
 }
 
 /// The training side of the state; [`Service::default`] is open on loopback, no workers.
@@ -62,6 +65,7 @@ pub struct Service {
     pub workers: Option<Arc<Workers>>,
     pub jobs_dir: Option<PathBuf>,
     pub max_dataset_bytes: usize,
+    pub max_eval_samples: usize,
 }
 
 impl Default for Service {
@@ -71,6 +75,7 @@ impl Default for Service {
             workers: None,
             jobs_dir: None,
             max_dataset_bytes: 64 * 1024 * 1024,
+            max_eval_samples: crate::jobs::records::RecordLimits::default().max_samples,
         }
     }
 }
@@ -103,6 +108,7 @@ impl AppState {
             workers: svc.workers,
             jobs_dir: svc.jobs_dir,
             max_dataset_bytes: svc.max_dataset_bytes,
+            max_eval_samples: svc.max_eval_samples,
             store,
             inflight: Arc::new(Semaphore::new(limits.max_inflight)),
             limits,
@@ -154,6 +160,15 @@ pub fn app(state: Arc<AppState>) -> Router {
                 .get(datasets::list),
         )
         .route("/v1/datasets/{id}", get(datasets::get))
+        .route(
+            "/v1/evals",
+            post(evals::create)
+                .layer(DefaultBodyLimit::max(state.max_dataset_bytes))
+                .get(evals::list),
+        )
+        .route("/v1/evals/{id}", get(evals::get))
+        .route("/v1/evals/{id}/samples", get(evals::samples))
+        .route("/v1/evals/{id}/samples/{index}", get(evals::sample))
         .route("/v1/train", post(train::create).get(train::list))
         .route("/v1/train/{id}", get(train::get))
         .route("/v1/train/{id}/cancel", post(train::cancel))
@@ -248,6 +263,7 @@ pub fn run(cfg: Config) -> std::io::Result<()> {
             workers: Some(workers.clone()),
             jobs_dir: Some(cfg.jobs.dir.clone()),
             max_dataset_bytes: cfg.max_dataset_bytes,
+            max_eval_samples: cfg.max_eval_samples,
         };
         let state =
             AppState::with_service(Some(store.clone()), cfg.limits, judges, devices.clone(), svc);

@@ -99,7 +99,12 @@ pub async fn create(
         }
     }
     let served: Vec<String> = st.judges.prms.iter().map(|b| b.prm.id.clone()).collect();
-    let spec = JobSpec::parse(&v, &served, &|id| formats.get(id).cloned())?;
+    let max_threads = st
+        .workers
+        .as_ref()
+        .filter(|w| w.config.max_concurrent > 0)
+        .map(|w| w.config.train_threads.max(1));
+    let spec = JobSpec::parse(&v, &served, &|id| formats.get(id).cloned(), max_threads)?;
     let id = new_id("job_");
     db.insert_job(&id, method_name(spec.method), &v.to_string())
         .await?;

@@ -164,9 +164,40 @@ pub fn eval(cmd: &EvalCommand) -> Result<(), CliError> {
 #[derive(Debug, Deserialize)]
 struct PbLine {
     #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
     problem: String,
     steps: Vec<String>,
     label: i64,
+    #[serde(default)]
+    final_answer_correct: Option<bool>,
+}
+
+/// A judged solution as an eval record holds it: each step's text beside its verdict.
+fn sample_steps(steps: &[String], verdicts: Option<&[StepVerdict]>) -> Vec<Value> {
+    steps
+        .iter()
+        .enumerate()
+        .map(|(h, t)| match verdicts.and_then(|v| v.get(h)) {
+            Some(v) => {
+                let refuted = v.symbolic.status == crate::judge::Status::Refuted;
+                let mut o = json!({"text": t, "correct": v.label, "score": v.score,
+                    "symbolic": v.symbolic.status});
+                if refuted {
+                    o["detail"] = json!(v.symbolic.detail);
+                }
+                o
+            }
+            None => json!({"text": t}),
+        })
+        .collect()
+}
+
+fn obj(v: Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// ProcessBench as its paper defines it: the prediction is the first step below the
@@ -184,17 +215,32 @@ fn processbench(a: &ProcessBenchArgs) -> Result<(), CliError> {
         }
     }
     let mut preds = Vec::with_capacity(samples.len());
+    let mut judged: Vec<Value> = Vec::new();
     for chunk in samples.chunks(CHUNK) {
         let items: Vec<(String, Vec<String>)> = chunk
             .iter()
             .map(|p| (p.problem.clone(), p.steps.clone()))
             .collect();
-        for r in judge.judge(&items) {
+        for (p, r) in chunk.iter().zip(judge.judge(&items)) {
             // An item the judge cannot score (over its context) counts as a miss, and is said.
-            preds.push(r.map(|v| first_wrong(&v)).unwrap_or_else(|e| {
-                eprintln!("warning: {e}");
-                -2
-            }));
+            let (pred, verdicts, error) = match r {
+                Ok(v) => (first_wrong(&v), Some(v), None),
+                Err(e) => {
+                    eprintln!("warning: {e}");
+                    (-2, None, Some(e.to_string()))
+                }
+            };
+            preds.push(pred);
+            if a.record.record {
+                let mut o = json!({"id": p.id, "problem": p.problem,
+                    "steps": sample_steps(&p.steps, verdicts.as_deref()),
+                    "final_answer_correct": p.final_answer_correct,
+                    "label": p.label, "prediction": pred, "match": pred == p.label});
+                if let Some(e) = error {
+                    o["error"] = json!(e);
+                }
+                judged.push(o);
+            }
         }
     }
     for (p, pred) in samples.iter().zip(preds) {
@@ -242,11 +288,29 @@ fn processbench(a: &ProcessBenchArgs) -> Result<(), CliError> {
         pct(early, err_n + cor_n)
     );
     println!("erroneous samples caught at the labelled step: {caught_at_label}/{err_n}");
-    Ok(())
+    let frac = |x: f64| x / 100.0;
+    super::record::record(
+        &a.record,
+        &a.input,
+        super::record::Measured {
+            kind: "processbench",
+            default_model: Some(judge.name().to_string()),
+            metrics: obj(json!({"f1": frac(f1), "accuracy_erroneous": frac(e),
+                "accuracy_correct": frac(c), "threshold": a.threshold})),
+            counts: obj(
+                json!({"samples": err_n + cor_n, "erroneous": err_n, "correct": cor_n,
+                "erroneous_matched": err_ok, "correct_matched": cor_ok, "false_alarms": early,
+                "unreadable_lines": bad_lines}),
+            ),
+            samples: judged,
+        },
+    )
 }
 
 #[derive(Debug, Deserialize)]
 struct FlawLine {
+    #[serde(default)]
+    id: Option<Value>,
     #[serde(default)]
     problem: String,
     final_answer_correct: bool,
@@ -258,39 +322,84 @@ struct FlawLine {
     steps: Option<Vec<String>>,
 }
 
+/// Step rows from a file's first-wrong-step label: the steps before it right, it wrong,
+/// the ones after it unjudged (the label says nothing about them).
+fn labelled_steps(steps: &[String], first_wrong: i64) -> Vec<Value> {
+    steps
+        .iter()
+        .enumerate()
+        .map(|(h, t)| {
+            let h = h as i64;
+            let correct = if first_wrong < 0 || h < first_wrong {
+                json!(true)
+            } else if h == first_wrong {
+                json!(false)
+            } else {
+                Value::Null
+            };
+            json!({"text": t, "correct": correct})
+        })
+        .collect()
+}
+
 /// The paper's flawed-step rate: among solutions with a correct final answer, the share with
 /// at least one step labelled wrong.
 fn flawed_steps(a: &FlawedStepsArgs) -> Result<(), CliError> {
     let use_judge = !a.models.models.is_empty();
     let judge = CliJudge::open(&a.models, a.threshold, a.budget.to_budget()?)?;
-    let (mut correct, mut flawed, mut skipped) = (0u64, 0u64, 0u64);
+    let (mut correct, mut flawed, mut skipped, mut wrong) = (0u64, 0u64, 0u64, 0u64);
     let mut to_judge: Vec<(String, Vec<String>)> = Vec::new();
+    let mut judged_ids: Vec<Option<Value>> = Vec::new();
+    let mut samples: Vec<Value> = Vec::new();
+    let recording = a.record.record;
     for line in read_lines(&a.input)? {
         let Ok(f) = serde_json::from_str::<FlawLine>(&line) else {
             skipped += 1;
             continue;
         };
         if !f.final_answer_correct {
+            wrong += 1;
+            if recording {
+                let steps = f.steps.as_deref().map(|s| sample_steps(s, None));
+                samples.push(json!({"id": f.id, "problem": f.problem, "steps": steps,
+                    "final_answer_correct": false}));
+            }
             continue;
         }
         match (use_judge, f.steps) {
-            (true, Some(steps)) => to_judge.push((f.problem, steps)),
+            (true, Some(steps)) => {
+                to_judge.push((f.problem, steps));
+                judged_ids.push(f.id);
+            }
             (true, None) => skipped += 1,
-            (false, _) => match f.first_wrong_step.or(f.label) {
-                Some(x) => {
+            (false, steps) => match f.first_wrong_step.or(f.label) {
+                Some(x) if x >= -1 => {
                     correct += 1;
                     flawed += (x >= 0) as u64;
+                    if recording {
+                        let steps = steps.as_deref().map(|s| labelled_steps(s, x));
+                        samples.push(json!({"id": f.id, "problem": f.problem, "steps": steps,
+                            "final_answer_correct": true, "first_wrong_step": x}));
+                    }
                 }
-                None => skipped += 1,
+                _ => skipped += 1,
             },
         }
     }
+    let mut ids = judged_ids.into_iter();
     for chunk in to_judge.chunks(CHUNK) {
-        for r in judge.judge(chunk) {
+        for ((problem, steps), r) in chunk.iter().zip(judge.judge(chunk)) {
+            let id = ids.next().flatten();
             match r {
                 Ok(v) => {
                     correct += 1;
-                    flawed += (first_wrong(&v) >= 0) as u64;
+                    let fw = first_wrong(&v);
+                    flawed += (fw >= 0) as u64;
+                    if recording {
+                        samples.push(json!({"id": id, "problem": problem,
+                            "steps": sample_steps(steps, Some(&v)),
+                            "final_answer_correct": true, "first_wrong_step": fw}));
+                    }
                 }
                 Err(_) => skipped += 1,
             }
@@ -311,5 +420,18 @@ fn flawed_steps(a: &FlawedStepsArgs) -> Result<(), CliError> {
             String::new()
         }
     );
-    Ok(())
+    super::record::record(
+        &a.record,
+        &a.input,
+        super::record::Measured {
+            kind: "flawed-steps",
+            default_model: None,
+            metrics: obj(json!({
+                "flawed_step_rate": (correct > 0).then(|| flawed as f64 / correct as f64),
+            })),
+            counts: obj(json!({"correct": correct, "flawed": flawed, "wrong": wrong,
+                "skipped": skipped})),
+            samples,
+        },
+    )
 }

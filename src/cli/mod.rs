@@ -2,6 +2,7 @@
 //! per-line error object instead of aborting the run.
 
 pub mod judge;
+pub mod record;
 pub mod train;
 
 use std::collections::HashMap;

@@ -294,5 +294,20 @@ pub fn eval_generate(a: &EvalGenerateArgs) -> Result<(), CliError> {
     let mut out = output(None)?;
     write_line(&mut *out, &v)?;
     out.flush()?;
-    Ok(())
+    let (metrics, counts) = crate::jobs::records::split_report(&v);
+    let model = a
+        .model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    super::record::record(
+        &a.record,
+        &a.input,
+        super::record::Measured {
+            kind: "generate",
+            default_model: model,
+            metrics,
+            counts,
+            samples: records,
+        },
+    )
 }

@@ -9,6 +9,7 @@
 //! job again and the trainer resumes from its last saved state. Metric rows are keyed by
 //! (job, step), so the steps a resumed round redoes are not stored twice.
 
+pub mod records;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -23,7 +24,8 @@ use tokio::sync::mpsc;
 use crate::devices::DevicePool;
 use crate::judge::batcher::Batcher;
 use crate::store::Store;
-use crate::store::jobs::{self as q, EvalRecord, JobRow, MetricRow};
+use crate::store::evals::{EvalRecord, EvalSampleRow};
+use crate::store::jobs::{self as q, JobRow, MetricRow};
 use crate::train::TrainError;
 use crate::train::control::{Control, Event};
 use crate::train::label::StepJudge;
@@ -176,8 +178,11 @@ async fn materialize(store: &Store, dir: &Path, spec: &JobSpec) -> Result<(), St
 /// What the trainer tells the job's writer task.
 enum Msg {
     Metric(MetricRow),
-    Round(i64, Value, Option<EvalRecord>),
+    Round(i64, Value, Option<RoundRecord>),
 }
+
+/// A round's eval record and its samples, ready to store.
+type RoundRecord = (EvalRecord, Vec<EvalSampleRow>);
 
 /// Progress as `GET /v1/train/{id}` shows it.
 #[derive(Default)]
@@ -343,6 +348,13 @@ async fn run_job(ctx: &Context, job: JobRow) -> Result<(), crate::store::StoreEr
     let lease = ctx.devices.lease(&format!("train:{}", job.id));
     let mut cfg = cfg;
     cfg.device = lease.name().to_string();
+    let eval_dataset = match spec.datasets.iter().find(|(f, _)| *f == "eval_problems") {
+        Some((_, id)) => match store.get_dataset(id).await {
+            Ok(Some(d)) => d.name,
+            _ => id.clone(),
+        },
+        None => "eval_problems".into(),
+    };
     let judge = match &spec.judge_model {
         None => None,
         Some(name) => match ctx.served.iter().find(|b| b.prm.id == *name) {
@@ -372,6 +384,10 @@ async fn run_job(ctx: &Context, job: JobRow) -> Result<(), crate::store::StoreEr
         let workers = w.clone();
         let job_id = job.id.clone();
         let model_name = cfg.model.display().to_string();
+        let names = RecordNames {
+            model: base_name(&cfg.model),
+            dataset: eval_dataset.clone(),
+        };
         let run_dir = run_dir.clone();
         let keep = w.config.keep_rounds;
         Box::new(move |e: &Event| {
@@ -412,7 +428,7 @@ async fn run_job(ctx: &Context, job: JobRow) -> Result<(), crate::store::StoreEr
                 }
                 Event::Start { eval, records } => {
                     p.offsets.insert(1, 0);
-                    let rec = eval.map(|ev| record(&job_id, 0, &model_name, ev, *records));
+                    let rec = eval.and_then(|ev| record(&job_id, 0, &names, ev, *records));
                     let body = json!({"round": 0, "model": model_name, "eval": eval});
                     let _ = tx.send(Msg::Round(0, body, rec));
                 }
@@ -433,9 +449,7 @@ async fn run_job(ctx: &Context, job: JobRow) -> Result<(), crate::store::StoreEr
                     }
                     p.last = None; // the pause between rounds is not a step
                     let model = run_dir.join(format!("round-{round}")).join("model");
-                    let rec = eval.map(|ev| {
-                        record(&job_id, *round, &model.display().to_string(), ev, *records)
-                    });
+                    let rec = eval.and_then(|ev| record(&job_id, *round, &names, ev, *records));
                     let body = json!({"round": round, "model": model, "info": info, "eval": eval});
                     let _ = tx.send(Msg::Round(*round as i64, body, rec));
                     prune_rounds(&run_dir, *round, keep);
@@ -444,7 +458,12 @@ async fn run_job(ctx: &Context, job: JobRow) -> Result<(), crate::store::StoreEr
         })
     };
     let control = Control::new(cancel.clone(), observer);
-    let threads = w.config.train_threads.max(1);
+    // a job may ask for fewer threads than the server gives, never more (a job queued by a
+    // server with a larger --train-threads is clamped here)
+    let threads = spec
+        .threads
+        .unwrap_or(usize::MAX)
+        .min(w.config.train_threads.max(1));
     let method = spec.method;
     let trainer = tokio::task::spawn_blocking(move || {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -560,16 +579,48 @@ async fn user_cancel(store: &Store, id: &str) -> bool {
     matches!(store.get_job(id).await, Ok(Some(j)) if j.cancel_requested)
 }
 
-fn record(job: &str, round: usize, model: &str, eval: &Value, samples: Option<&str>) -> EvalRecord {
-    EvalRecord {
-        id: format!("{job}-r{round}"),
-        model: model.to_string(),
-        job_id: Some(job.to_string()),
-        round: Some(round as i64),
-        dataset: "eval_problems".into(),
+/// How a job's eval records are named: the base model's directory name and the eval
+/// dataset's name, so that the rounds of runs from one model line up on the dashboard.
+struct RecordNames {
+    model: String,
+    dataset: String,
+}
+
+fn base_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+/// A round's eval record (id `JOB-rROUND`); None, with a warning, if the trainer's records
+/// do not pass the record checks (they always should).
+fn record(
+    job: &str,
+    round: usize,
+    names: &RecordNames,
+    eval: &Value,
+    samples: Option<&str>,
+) -> Option<RoundRecord> {
+    let (metrics, counts) = records::split_report(eval);
+    let e = records::NewEval {
+        model: names.model.clone(),
+        dataset: names.dataset.clone(),
         kind: "generate".into(),
-        body: eval.to_string(),
-        samples: samples.unwrap_or("").to_string(),
+        round: Some(round as i64),
+        metrics,
+        counts,
+        samples: records::samples_of(samples.unwrap_or("")),
+    };
+    let limits = records::RecordLimits {
+        max_samples: usize::MAX,
+        ..Default::default()
+    };
+    match records::build(format!("{job}-r{round}"), Some(job.to_string()), e, &limits) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(job = %job, round, error = %e, "the round's eval record is not stored");
+            None
+        }
     }
 }
 
@@ -584,12 +635,12 @@ async fn flush(store: &Store, id: &str, pending: &mut Vec<MetricRow>) {
     }
 }
 
-async fn write_round(store: &Store, id: &str, r: i64, body: &Value, rec: Option<&EvalRecord>) {
+async fn write_round(store: &Store, id: &str, r: i64, body: &Value, rec: Option<&RoundRecord>) {
     if let Err(e) = store.put_round(id, r, &body.to_string()).await {
         tracing::warn!(job = %id, round = r, error = %e, "cannot store the round");
     }
-    if let Some(rec) = rec
-        && let Err(e) = store.insert_eval_record(rec).await
+    if let Some((rec, samples)) = rec
+        && let Err(e) = store.insert_eval(rec, samples).await
     {
         tracing::warn!(job = %id, round = r, error = %e, "cannot store the eval record");
     }

@@ -45,29 +45,35 @@ pub struct JobSpec {
     pub datasets: Vec<(&'static str, String)>,
     /// The config with `method` and `judge.model` taken out (as stored).
     pub config: Value,
+    /// Threads the job asked for (`threads`); None: the server's `--train-threads`.
+    pub threads: Option<usize>,
 }
 
 impl JobSpec {
     /// Check a posted body. `served` lists the models the server has loaded;
     /// `dataset_format` gives a dataset's format by id (None: no such dataset).
+    /// `max_threads` is the most threads the server gives a job (`--train-threads`; None
+    /// when this process runs no jobs, and the worker that claims it clamps instead).
     pub fn parse(
         body: &Value,
         served: &[String],
         dataset_format: &dyn Fn(&str) -> Option<String>,
+        max_threads: Option<usize>,
     ) -> Result<JobSpec, SpecError> {
-        JobSpec::parse_with(body, Some(served), Some(dataset_format))
+        JobSpec::parse_with(body, Some(served), Some(dataset_format), max_threads)
     }
 
     /// A stored (already checked) body, read by the worker that claimed it: datasets and
     /// the judge are looked up when the job starts, by the caller.
     pub fn parse_stored(body: &Value) -> Result<JobSpec, SpecError> {
-        JobSpec::parse_with(body, None, None)
+        JobSpec::parse_with(body, None, None, None)
     }
 
     fn parse_with(
         body: &Value,
         served: Option<&[String]>,
         dataset_format: Option<&FormatOf<'_>>,
+        max_threads: Option<usize>,
     ) -> Result<JobSpec, SpecError> {
         let Some(obj) = body.as_object() else {
             return Err(err("(body)", "a job config is a JSON object"));
@@ -89,6 +95,25 @@ impl JobSpec {
                 return Err(err(field, format!("not allowed in a job: {why}")));
             }
         }
+        let threads = match cfg.remove("threads") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64() {
+                Some(n) if n >= 1 => {
+                    if let Some(max) = max_threads
+                        && n as usize > max
+                    {
+                        return Err(err(
+                            "threads",
+                            format!(
+                                "this server gives a job at most {max} threads (--train-threads)"
+                            ),
+                        ));
+                    }
+                    Some(n as usize)
+                }
+                _ => return Err(err("threads", "a positive integer")),
+            },
+        };
         let mut datasets = Vec::new();
         for (field, _) in DATASET_FIELDS {
             match cfg.get(field) {
@@ -206,6 +231,7 @@ impl JobSpec {
             judge_model,
             datasets,
             config,
+            threads,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! The training service's tables: uploaded datasets, the job queue with its leases, per-step
-//! metrics, per-round summaries and eval records. Same SQL on SQLite and PostgreSQL except
+//! metrics and per-round summaries (eval records: [`super::evals`]). Same SQL on SQLite and PostgreSQL except
 //! the claim, where PostgreSQL adds `FOR UPDATE SKIP LOCKED`.
 //!
 //! Claiming is safe without it too: the claim is one conditional `UPDATE` whose `WHERE`
@@ -61,19 +61,6 @@ pub struct MetricRow {
     pub metrics: serde_json::Value,
 }
 
-/// A stored eval record.
-#[derive(Debug, Clone)]
-pub struct EvalRecord {
-    pub id: String,
-    pub model: String,
-    pub job_id: Option<String>,
-    pub round: Option<i64>,
-    pub dataset: String,
-    pub kind: String,
-    pub body: String,
-    pub samples: String,
-}
-
 const JOB_COLS: &str = "id, method, config, state, worker, lease_until, attempts, cancel_requested, progress, error, created_at, started_at, finished_at";
 
 fn job(row: &AnyRow) -> Result<JobRow, StoreError> {
@@ -130,7 +117,7 @@ pub fn new_id(prefix: &str) -> String {
 }
 
 impl Store {
-    fn check_ready(&self) -> Result<(), StoreError> {
+    pub(super) fn check_ready(&self) -> Result<(), StoreError> {
         if self.ready() {
             Ok(())
         } else {
@@ -483,48 +470,6 @@ impl Store {
                 .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
-    }
-
-    /// Store an eval record; a job's round is recorded once (a resumed job that records a
-    /// round again keeps the first).
-    pub async fn insert_eval_record(&self, e: &EvalRecord) -> Result<(), StoreError> {
-        self.check_ready()?;
-        sqlx::query("INSERT INTO eval_records (id, model, job_id, round, dataset, kind, body, samples, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING")
-            .bind(e.id.as_str())
-            .bind(e.model.as_str())
-            .bind(e.job_id.as_deref())
-            .bind(e.round)
-            .bind(e.dataset.as_str())
-            .bind(e.kind.as_str())
-            .bind(e.body.as_str())
-            .bind(e.samples.as_str())
-            .bind(now_secs())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Eval records without their samples, newest first.
-    pub async fn list_eval_records(&self, limit: i64) -> Result<Vec<EvalRecord>, StoreError> {
-        self.check_ready()?;
-        let rows = sqlx::query("SELECT id, model, job_id, round, dataset, kind, body FROM eval_records ORDER BY created_at DESC, id LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EvalRecord {
-                    id: r.try_get(0)?,
-                    model: r.try_get(1)?,
-                    job_id: r.try_get(2)?,
-                    round: r.try_get(3)?,
-                    dataset: r.try_get(4)?,
-                    kind: r.try_get(5)?,
-                    body: r.try_get(6)?,
-                    samples: String::new(),
-                })
-            })
             .collect()
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub mod evals;
 pub mod jobs;
 
 use sha2::{Digest, Sha256};

@@ -165,9 +165,25 @@ pub fn evaluate(
             for &k in &ks {
                 *pass.entry(k).or_default() += pass_at_k(mine.len(), right, k);
             }
+            // The record is an eval sample as `POST /v1/evals` takes it (see `jobs::records`):
+            // each step's text beside its verdict, so one solution can be shown step by step.
+            let step_rows: Vec<Value> = items[j]
+                .1
+                .iter()
+                .enumerate()
+                .map(|(h, t)| {
+                    let mut v = steps
+                        .and_then(|s| s.get(h))
+                        .map(|l| serde_json::to_value(l).expect("JSON"))
+                        .unwrap_or_else(|| json!({}));
+                    v["text"] = json!(t);
+                    v
+                })
+                .collect();
             records.push(json!({
-                "id": p.id, "answer": p.answer, "greedy": text, "correct": ok,
-                "extracted": extracted, "steps": steps, "flawed": ok && bad,
+                "id": p.id, "problem": p.problem, "answer": p.answer, "greedy": text,
+                "final_answer_correct": ok, "extracted": extracted, "steps": step_rows,
+                "flawed": ok && bad,
                 "samples_correct": right, "majority_correct": maj_ok,
                 "sample_answers": extracted_all,
             }));

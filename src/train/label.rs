@@ -71,6 +71,9 @@ pub struct StepLabel {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub score: Option<f64>,
     pub symbolic: Status,
+    /// The false claim, for a `refuted` step (what the dashboard shows beside the step).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detail: Option<String>,
 }
 
 /// Where a step judge's PRM lives: loaded by the run, or a model the server has loaded,
@@ -147,12 +150,15 @@ impl StepJudge {
 
     /// Labels for the steps of each `(problem, steps)` item, in order.
     pub fn label(&self, items: &[(&str, Vec<String>)]) -> Result<Vec<Vec<StepLabel>>, TrainError> {
-        let checks: Vec<Vec<Status>> = items
+        let checks: Vec<Vec<(Status, Option<String>)>> = items
             .iter()
             .map(|(p, s)| {
                 symbolic::check_solution(p, s, &self.budget)
                     .into_iter()
-                    .map(|c| c.status)
+                    .map(|c| {
+                        let refuted = c.status == Status::Refuted;
+                        (c.status, refuted.then_some(c.detail))
+                    })
                     .collect()
             })
             .collect();
@@ -167,7 +173,7 @@ impl StepJudge {
             .map(|(sym, sc)| {
                 sym.into_iter()
                     .enumerate()
-                    .map(|(h, status)| {
+                    .map(|(h, (status, detail))| {
                         let score = sc.as_ref().map(|s| s[h] as f64);
                         let refuted = status == Status::Refuted;
                         let prm = score.unwrap_or(0.0) >= self.threshold;
@@ -184,6 +190,7 @@ impl StepJudge {
                             correct,
                             score,
                             symbolic: status,
+                            detail,
                         }
                     })
                     .collect()
