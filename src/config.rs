@@ -286,6 +286,9 @@ pub struct JobArgs {
     /// resumed by the next worker after it.
     #[arg(long, env = "STEPKTO_JOB_LEASE_SECS", default_value_t = 30)]
     pub job_lease_secs: i64,
+    /// How often an idle worker looks for a queued job, in milliseconds.
+    #[arg(long, env = "STEPKTO_JOB_POLL_MS", default_value_t = 1000)]
+    pub job_poll_ms: u64,
     /// Keep the models of only the last N finished rounds of a job (0 keeps all).
     #[arg(long, env = "STEPKTO_KEEP_ROUNDS", default_value_t = 0)]
     pub keep_rounds: usize,
@@ -601,6 +604,7 @@ impl ServeArgs {
                 train_threads: j.train_threads,
                 lease_secs: j.job_lease_secs,
                 keep_rounds: j.keep_rounds,
+                poll_ms: j.job_poll_ms.max(10),
                 ..Default::default()
             },
             max_dataset_bytes: j.max_dataset_bytes.max(1024),

@@ -8,9 +8,9 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::bin::{self, Server, free_port, kill};
 use common::{get, post, request_with, tiny};
 use serde_json::{Value, json};
 
@@ -19,60 +19,16 @@ const PROBLEMS: &str = r#"{"id": "a", "problem": "What is 2 + 3?", "answer": "5"
 {"id": "d", "problem": "What is 4 * 2?", "answer": 8}
 "#;
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-#[allow(clippy::zombie_processes)] // every Server is killed and waited for by `kill`
 async fn start(dir: &Path, port: u16) -> Server {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("server.log"))
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_stepkto"))
-        .args([
-            "serve",
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--job-lease-secs",
-            "2",
-        ])
-        .arg("--database-url")
-        .arg(format!("sqlite://{}", dir.join("db.sqlite").display()))
-        .arg("--jobs-dir")
-        .arg(dir.join("jobs"))
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let t0 = Instant::now();
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok()
-            && get(addr, "/health").await.status == 200
-        {
-            return Server { child, addr };
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn kill(s: &mut Server) {
-    s.child.kill().unwrap(); // SIGKILL
-    s.child.wait().unwrap();
+    let args = [
+        "--job-lease-secs".to_string(),
+        "2".into(),
+        "--database-url".into(),
+        format!("sqlite://{}", dir.join("db.sqlite").display()),
+        "--jobs-dir".into(),
+        dir.join("jobs").display().to_string(),
+    ];
+    bin::start(&dir.join("server.log"), port, &args).await
 }
 
 async fn wait_state(addr: SocketAddr, id: &str, secs: u64) -> Value {

@@ -121,8 +121,12 @@ pub fn sample_lines(
                 .zip(&spans[j])
                 .zip(&labels[j])
                 .map(|((t, sp), l)| {
-                    json!({"text": t, "span": [sp.0, sp.1], "correct": l.correct,
-                        "score": l.score, "symbolic": l.symbolic})
+                    let mut v = json!({"text": t, "span": [sp.0, sp.1], "correct": l.correct,
+                        "score": l.score, "symbolic": l.symbolic});
+                    if let Some(d) = &l.detail {
+                        v["detail"] = json!(d);
+                    }
+                    v
                 })
                 .collect();
             let line = json!({"problem_index": chunk[o.prompt].0, "id": p.id, "problem": p.problem,

@@ -3,6 +3,8 @@
 //! server), and a tiny HTTP/1 client built on hyper.
 #![allow(dead_code)]
 
+pub mod bin;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -144,21 +146,38 @@ pub async fn spawn_app_with(
 /// claim loop running jobs on this state's store and PRMs.
 pub async fn spawn_jobs_app(
     db_url: String,
+    svc: api::Service,
+    workers: Option<stepkto::jobs::JobsConfig>,
+) -> TestApp {
+    let devices = stepkto::devices::DevicePool::new("cpu").unwrap();
+    spawn_jobs_app_with(
+        db_url,
+        svc,
+        workers,
+        (stepkto::judge::Judges::default(), devices),
+    )
+    .await
+}
+
+/// Like [`spawn_jobs_app`], with loaded PRMs that jobs may name as their step judge.
+pub async fn spawn_jobs_app_with(
+    db_url: String,
     mut svc: api::Service,
     workers: Option<stepkto::jobs::JobsConfig>,
+    (judges, devices): (stepkto::judge::Judges, Arc<stepkto::devices::DevicePool>),
 ) -> TestApp {
     let store = Store::open(&db_url).expect("open store");
     store.start().await;
-    let devices = stepkto::devices::DevicePool::new("cpu").unwrap();
     let w = workers.map(stepkto::jobs::Workers::new);
     svc.workers = w.clone();
     if svc.jobs_dir.is_none() {
         svc.jobs_dir = w.as_ref().map(|w| w.config.dir.clone());
     }
+    let served = judges.prms.clone();
     let state = AppState::with_service(
         Some(store.clone()),
         Limits::default(),
-        stepkto::judge::Judges::default(),
+        judges,
         devices.clone(),
         svc,
     );
@@ -166,7 +185,7 @@ pub async fn spawn_jobs_app(
         tokio::spawn(stepkto::jobs::run_workers(stepkto::jobs::Context {
             store,
             devices,
-            served: Vec::new(),
+            served,
             workers: w,
         }));
     }
