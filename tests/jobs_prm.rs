@@ -60,7 +60,7 @@ async fn served_prm_judges_the_job(db: Db) {
     let a = app.addr;
     let up = request_with(a, "POST", "/v1/datasets", PROBLEMS, &[]).await;
     let pid = up.json()["id"].as_str().unwrap().to_string();
-    let before = prm_items(&String::from_utf8(get(a, "/metrics").await.body.to_vec()).unwrap());
+    let before = prm_items(std::str::from_utf8(&get(a, "/metrics").await.body).unwrap());
     assert_eq!(before, 0);
 
     let job = json!({"method": "step-kto", "model": policy, "problems": pid, "system": "",
@@ -103,7 +103,7 @@ async fn served_prm_judges_the_job(db: Db) {
         .map(|s| s["steps"].as_array().unwrap().len())
         .sum();
     assert!(scored > 0, "the samples have steps");
-    let after = prm_items(&String::from_utf8(get(a, "/metrics").await.body.to_vec()).unwrap());
+    let after = prm_items(std::str::from_utf8(&get(a, "/metrics").await.body).unwrap());
     assert!(
         after
             >= answered
