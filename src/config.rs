@@ -299,6 +299,9 @@ pub struct JobArgs {
     /// are bounded by --max-dataset-bytes.
     #[arg(long, env = "STEPKTO_MAX_EVAL_SAMPLES", default_value_t = 100_000)]
     pub max_eval_samples: usize,
+    /// Open `/v1/train/{id}/events` streams at once (more get 429).
+    #[arg(long, env = "STEPKTO_MAX_EVENT_STREAMS", default_value_t = 64)]
+    pub max_event_streams: usize,
     /// A file of API keys, one per line (`#` comments); `/v1/train*` and `/v1/datasets*`
     /// then need `Authorization: Bearer KEY`.
     #[arg(long)]
@@ -486,6 +489,7 @@ pub struct Config {
     pub jobs: crate::jobs::JobsConfig,
     pub max_dataset_bytes: usize,
     pub max_eval_samples: usize,
+    pub max_event_streams: usize,
     pub api_keys_file: Option<PathBuf>,
     pub api_keys: Option<String>,
     pub require_key_for_judging: bool,
@@ -609,6 +613,7 @@ impl ServeArgs {
             },
             max_dataset_bytes: j.max_dataset_bytes.max(1024),
             max_eval_samples: j.max_eval_samples,
+            max_event_streams: j.max_event_streams,
             api_keys_file: j.api_keys_file.clone(),
             api_keys: j.api_keys.clone(),
             require_key_for_judging: j.require_key_for_judging,

@@ -57,6 +57,8 @@ pub struct AppState {
     pub max_dataset_bytes: usize,
     /// Most samples in one eval record.
     pub max_eval_samples: usize,
+    /// Open `/v1/train/{id}/events` streams; one more gets 429 (each polls the database).
+    pub event_streams: Arc<Semaphore>,
 }
 
 /// The training side of the state; [`Service::default`] is open on loopback, no workers.
@@ -66,6 +68,7 @@ pub struct Service {
     pub jobs_dir: Option<PathBuf>,
     pub max_dataset_bytes: usize,
     pub max_eval_samples: usize,
+    pub max_event_streams: usize,
 }
 
 impl Default for Service {
@@ -76,6 +79,7 @@ impl Default for Service {
             jobs_dir: None,
             max_dataset_bytes: 64 * 1024 * 1024,
             max_eval_samples: crate::jobs::records::RecordLimits::default().max_samples,
+            max_event_streams: 64,
         }
     }
 }
@@ -109,6 +113,7 @@ impl AppState {
             jobs_dir: svc.jobs_dir,
             max_dataset_bytes: svc.max_dataset_bytes,
             max_eval_samples: svc.max_eval_samples,
+            event_streams: Arc::new(Semaphore::new(svc.max_event_streams)),
             store,
             inflight: Arc::new(Semaphore::new(limits.max_inflight)),
             limits,
@@ -264,6 +269,7 @@ pub fn run(cfg: Config) -> std::io::Result<()> {
             jobs_dir: Some(cfg.jobs.dir.clone()),
             max_dataset_bytes: cfg.max_dataset_bytes,
             max_eval_samples: cfg.max_eval_samples,
+            max_event_streams: cfg.max_event_streams,
         };
         let state =
             AppState::with_service(Some(store.clone()), cfg.limits, judges, devices.clone(), svc);

@@ -319,13 +319,18 @@ pub async fn samples(
 /// `GET /v1/train/{id}/events`: `progress` events while the job runs and `state` events
 /// when its state changes; the stream ends after a final state.
 #[utoipa::path(get, path = "/v1/train/{id}/events", tag = "train", params(("id" = String, Path)),
-    responses((status = 200, description = "text/event-stream of `state` and `progress` events (JSON data)"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "text/event-stream of `state` and `progress` events (JSON data)"), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn events(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let first = job(&st, &id).await?;
+    let permit = st.event_streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Overloaded("too many open event streams (--max-event-streams)".into())
+    })?;
     struct S {
+        /// Held while the stream lives; given back when the client goes.
+        _permit: tokio::sync::OwnedSemaphorePermit,
         st: Arc<AppState>,
         id: String,
         state: Option<String>,
@@ -335,6 +340,7 @@ pub async fn events(
         pending: std::collections::VecDeque<Event>,
     }
     let s = S {
+        _permit: permit,
         st: st.clone(),
         id,
         state: None,
@@ -360,7 +366,8 @@ pub async fn events(
                     match store(&s.st) {
                         Ok(db) => match db.get_job(&s.id).await {
                             Ok(Some(j)) => j,
-                            _ => continue,
+                            Ok(None) => return None, // the job is gone
+                            Err(_) => continue,
                         },
                         Err(_) => continue,
                     }

@@ -345,6 +345,7 @@ fn labelled_steps(steps: &[String], first_wrong: i64) -> Vec<Value> {
 /// The paper's flawed-step rate: among solutions with a correct final answer, the share with
 /// at least one step labelled wrong.
 fn flawed_steps(a: &FlawedStepsArgs) -> Result<(), CliError> {
+    super::record::check(&a.record, "flawed-steps", false)?;
     let use_judge = !a.models.models.is_empty();
     let judge = CliJudge::open(&a.models, a.threshold, a.budget.to_budget()?)?;
     let (mut correct, mut flawed, mut skipped, mut wrong) = (0u64, 0u64, 0u64, 0u64);

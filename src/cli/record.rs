@@ -28,6 +28,18 @@ fn stem(p: &Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
+/// Stop before the work when `--record` will not be able to name the model.
+pub fn check(args: &RecordArgs, kind: &str, has_default: bool) -> Result<(), CliError> {
+    if args.record && args.record_model.is_none() && !has_default {
+        return Err(ConfigError::Value {
+            name: "--record-model",
+            why: format!("`eval {kind}` cannot tell which model wrote the solutions: name it"),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// Store the record when `--record` was given; says on stderr what was stored.
 pub fn record(args: &RecordArgs, input: &Path, m: Measured) -> Result<(), CliError> {
     if !args.record {

@@ -396,6 +396,11 @@ async fn run_job(ctx: &Context, job: JobRow) -> Result<(), crate::store::StoreEr
                 Event::Phase { round, phase } => {
                     p.phase = phase.to_string();
                     p.round = *round;
+                    // the first step of a round is timed from here, so a one-step round
+                    // still reports its speed
+                    if *phase == "training" {
+                        p.last = Some(Instant::now());
+                    }
                 }
                 Event::Step {
                     round,

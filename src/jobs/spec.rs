@@ -105,7 +105,7 @@ impl JobSpec {
                         return Err(err(
                             "threads",
                             format!(
-                                "this server gives a job at most {max} threads (--train-threads)"
+                                "{n} asked; this server gives a job at most {max} (--train-threads)"
                             ),
                         ));
                     }
@@ -198,10 +198,16 @@ impl JobSpec {
                 {
                     return Err(err(
                         "judge.model",
-                        format!(
-                            "no served model {name:?}; this server has {}",
-                            served.join(", ")
-                        ),
+                        if served.is_empty() {
+                            format!(
+                                "no served model {name:?}; this server serves no PRM (start it with --model NAME=DIR), only \"symbolic\""
+                            )
+                        } else {
+                            format!(
+                                "no served model {name:?}; this server has {} (and \"symbolic\")",
+                                served.join(", ")
+                            )
+                        },
                     ));
                 }
                 if kind.is_none() || kind == Some(JudgeKind::Symbolic) {
