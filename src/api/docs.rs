@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use super::{datasets, error, evals, judge, ops, train, verify};
+use super::{dash, datasets, error, evals, judge, ops, train, verify};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -11,6 +11,7 @@ use super::{datasets, error, evals, judge, ops, train, verify};
     paths(verify::verify, judge::judge, judge::models, datasets::create, datasets::list, datasets::get,
         train::create, train::list, train::get, train::cancel, train::metrics, train::events, train::rounds, train::samples,
         evals::create, evals::list, evals::get, evals::samples, evals::sample,
+        dash::overview, dash::compare, dash::curves, dash::job_events,
         ops::health, ops::info, ops::metrics),
     components(schemas(
         verify::VerifyRequest,
@@ -55,8 +56,13 @@ use super::{datasets, error, evals, judge, ops, train, verify};
         crate::jobs::records::NewEval,
         crate::jobs::records::EvalSample,
         crate::jobs::records::EvalStep,
+        dash::Overview,
+        crate::jobs::dashboard::OverviewRow,
+        crate::jobs::dashboard::Comparison,
+        crate::jobs::dashboard::Curves,
+        crate::jobs::dashboard::Series,
     )),
-    tags((name = "verify", description = "Outcome checking"), (name = "judge", description = "Stepwise judging"), (name = "train", description = "Datasets and training jobs"), (name = "evals", description = "Eval records: metrics and judged samples per model, round and dataset"), (name = "ops", description = "Health, info, metrics"))
+    tags((name = "verify", description = "Outcome checking"), (name = "judge", description = "Stepwise judging"), (name = "train", description = "Datasets and training jobs"), (name = "evals", description = "Eval records: metrics and judged samples per model, round and dataset"), (name = "dashboard", description = "What the dashboard at / reads: the overview with Wilson intervals, comparisons, curves, live job states"), (name = "ops", description = "Health, info, metrics"))
 )]
 pub struct ApiDoc;
 

@@ -5,6 +5,7 @@
 //! port 0; [`serve`] takes the listener and the shutdown future from its caller.
 
 pub mod auth;
+pub mod dash;
 pub mod datasets;
 pub mod docs;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod judge;
 pub mod metrics;
 pub mod ops;
 pub mod train;
+pub mod ui;
 pub mod verify;
 pub mod work;
 
@@ -174,6 +176,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/evals/{id}", get(evals::get))
         .route("/v1/evals/{id}/samples", get(evals::samples))
         .route("/v1/evals/{id}/samples/{index}", get(evals::sample))
+        .route("/v1/overview", get(dash::overview))
+        .route("/v1/overview/compare", get(dash::compare))
+        .route("/v1/train/events", get(dash::job_events))
+        .route("/v1/train/{id}/curves", get(dash::curves))
         .route("/v1/train", post(train::create).get(train::list))
         .route("/v1/train/{id}", get(train::get))
         .route("/v1/train/{id}/cancel", post(train::cancel))
@@ -193,6 +199,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(training)
         .merge(judging)
         .route("/v1/models", get(judge::models))
+        .route("/", get(ui::index))
+        .route("/ui/{*path}", get(ui::file))
         .route("/health", get(ops::health))
         .route("/info", get(ops::info))
         .route("/metrics", get(ops::metrics))

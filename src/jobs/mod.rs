@@ -9,6 +9,7 @@
 //! job again and the trainer resumes from its last saved state. Metric rows are keyed by
 //! (job, step), so the steps a resumed round redoes are not stored twice.
 
+pub mod dashboard;
 pub mod records;
 pub mod spec;
 

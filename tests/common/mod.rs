@@ -217,6 +217,7 @@ pub struct Resp {
     pub status: u16,
     pub body: Bytes,
     pub content_type: String,
+    pub headers: hyper::HeaderMap,
 }
 
 impl Resp {
@@ -261,11 +262,13 @@ pub async fn request_with(
         .get("content-type")
         .map(|v| v.to_str().unwrap_or("").to_string())
         .unwrap_or_default();
+    let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     Resp {
         status,
         body,
         content_type,
+        headers,
     }
 }
 
