@@ -5,6 +5,10 @@
 # 127.0.0.1:5432 if it answers; else a throwaway cluster started here with the installed
 # binaries (installing Debian's postgresql package first when it is missing and we are root).
 # PostgreSQL refuses to run as root, so the cluster runs as the `postgres` user.
+#
+# Chromium and ChromeDriver for the dashboard's browser test (tests/dashboard.rs): Debian's
+# `chromium` and `chromium-driver`, installed here when missing and we are root. A missing
+# browser then fails that test instead of skipping it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,5 +66,13 @@ else
     echo "test.sh: started a throwaway PostgreSQL on port $port" >&2
 fi
 
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "test.sh: installing chromium and chromium-driver (Debian packages)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }
+    fi
+fi
+export STEPKTO_REQUIRE_BROWSER=1
 export STEPKTO_REQUIRE_PG=1
 cargo test --locked "$@"

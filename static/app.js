@@ -16,7 +16,7 @@ function h(tag, attrs = {}, ...kids) {
     else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v === true ? '' : v);
   }
-  for (const k of kids.flat()) if (k != null) e.append(k instanceof Node ? k : String(k));
+  for (const k of kids.flat(Infinity)) if (k != null) e.append(k instanceof Node ? k : String(k));
   return e;
 }
 const pct = (x, d = 1) => (x == null ? '—' : (100 * x).toFixed(d) + '%');
@@ -378,6 +378,8 @@ async function record(el, id, q) {
   const tab = (f, label, n) => h('a', { href: `#/record/${encodeURIComponent(id)}` + (f ? `?filter=${f}` : ''), class: f === filter ? 'active' : null, 'data-filter': f || 'all' }, `${label} (${n})`);
   el.append(h('div', { class: 'tabs', id: 'tabs' }, tab('', 'all', all), ['flawed', 'wrong', 'correct', 'unknown'].map((f) => tab(f, CLASSES[f][0] + ' ' + f, cls[f] ?? 0))));
   if (!page.total) { el.append(h('p', { class: 'status' }, 'No solution in this class.')); return; }
+  // a permalink past the end (the class has shrunk, or a hand-made URL) shows the last one
+  if (!page.samples.length) { q.set('i', String(page.total - 1)); setQuery(q); return route(); }
   const at = Math.min(i, page.total - 1);
   const go = (j) => { q.set('i', String(j)); setQuery(q); route(); };
   const list = h('ol', { class: 'samples', start: String(offset + 1) }, page.samples.map((s, k) => h('li', { class: offset + k === at ? 'current' : null },

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bin;
+pub mod browser;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
