@@ -28,8 +28,8 @@ const PER_RECORD: usize = 5_000;
 const STEPS: i64 = 50_000;
 
 fn sample(r: usize, i: usize) -> Value {
-    let flawed = i % 4 == 0;
-    let right = i % 5 != 0;
+    let flawed = i.is_multiple_of(4);
+    let right = !i.is_multiple_of(5);
     json!({"id": format!("r{r}-{i}"), "problem": format!("Problem {i}: what is {i} * 3?"),
         "final_answer_correct": right, "extracted": (3 * i).to_string(), "answer": (3 * i).to_string(),
         "steps": [
