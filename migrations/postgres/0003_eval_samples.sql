@@ -11,3 +11,7 @@ CREATE TABLE IF NOT EXISTS eval_samples (
 );
 CREATE INDEX IF NOT EXISTS eval_samples_class ON eval_samples (record_id, class, idx);
 CREATE INDEX IF NOT EXISTS eval_records_created ON eval_records (created_at);
+-- Insertion order: `created_at` is in seconds, so two records of one second would tie and
+-- "the newest record of a group" would be a coin toss.
+ALTER TABLE eval_records ADD COLUMN seq BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS eval_records_seq ON eval_records (seq);

@@ -75,7 +75,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.check_ready()?;
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("INSERT INTO eval_records (id, model, job_id, round, dataset, kind, body, samples, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8) ON CONFLICT DO NOTHING")
+        let done = sqlx::query("INSERT INTO eval_records (id, model, job_id, round, dataset, kind, body, samples, created_at, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, (SELECT COALESCE(MAX(seq), 0) + 1 FROM eval_records)) ON CONFLICT DO NOTHING")
             .bind(e.id.as_str())
             .bind(e.model.as_str())
             .bind(e.job_id.as_deref())
@@ -120,7 +120,7 @@ impl Store {
         Ok(true)
     }
 
-    /// Records matching `f`, newest first, and how many match in all.
+    /// Records matching `f`, newest (last stored) first, and how many match in all.
     pub async fn list_evals(
         &self,
         f: &EvalFilter<'_>,
@@ -150,7 +150,7 @@ impl Store {
         let n = set.len();
         // Safe: the column names are this function's constants; every value is bound.
         let sql = format!(
-            "SELECT {COLS} FROM eval_records{filter} ORDER BY created_at DESC, id LIMIT ${} OFFSET ${}",
+            "SELECT {COLS} FROM eval_records{filter} ORDER BY seq DESC, id LIMIT ${} OFFSET ${}",
             n + 1,
             n + 2
         );
