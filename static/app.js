@@ -106,8 +106,10 @@ function route() {
   keyHandler = null;
   const { parts, q } = parseHash();
   for (const a of document.querySelectorAll('header nav a')) a.classList.remove('active');
-  const el = view();
-  el.replaceChildren();
+  // each visit draws into its own container: a slower earlier visit that finishes late
+  // draws into a detached one, never beside the current view
+  const el = h('div', { class: 'page' });
+  view().replaceChildren(el);
   if (parts[0] === 'runs') { $('#nav-runs').classList.add('active'); return runs(el); }
   if (parts[0] === 'run' && parts[1]) { $('#nav-runs').classList.add('active'); return run(el, parts[1], q); }
   if (parts[0] === 'record' && parts[1]) { $('#nav-overview').classList.add('active'); return record(el, parts[1], q); }
@@ -140,6 +142,7 @@ async function overview(el, q) {
   let data;
   try { data = await api('/v1/overview'); } catch (e) { done(); return showError(el, e); }
   done();
+  if (!el.isConnected) return; // a newer view has replaced this one
   if (!data.rows.length) return emptyState(el);
   const filter = h('input', { type: 'search', id: 'filter', placeholder: 'filter model or dataset', value: q.get('filter') || '' });
   const kinds = [...new Set(data.rows.map((r) => r.kind))];
@@ -196,10 +199,14 @@ async function overview(el, q) {
 }
 async function drawCompare(box, cmp) {
   box.replaceChildren();
+  box.dataset.want = '';
   if (cmp.length !== 2) return;
   box.className = 'compare';
+  const want = cmp.join(',');
+  box.dataset.want = want;
   try {
     const c = await api(`/v1/overview/compare?a=${encodeURIComponent(cmp[0])}&b=${encodeURIComponent(cmp[1])}`);
+    if (box.dataset.want !== want) return; // the selection changed while this was asked
     const name = (r) => `${r.model} r${r.round ?? '—'} on ${r.dataset}`;
     const d = c.flawed_rate_difference;
     box.append(
@@ -283,6 +290,7 @@ async function run(el, id, q) {
     ]);
   } catch (e) { done(); return showError(el, e); }
   done();
+  if (!el.isConnected) return;
   const p = job.progress || {};
   el.append(h('p', {}, stateLabel(job.state), ` ${job.method}, round ${p.round ?? '—'} of ${p.rounds ?? '?'}, step ${p.global_step ?? '—'}`,
     job.error ? h('div', { class: 'error' }, job.error) : ''));
@@ -371,6 +379,7 @@ async function record(el, id, q) {
     ]);
   } catch (e) { done(); return showError(el, e); }
   done();
+  if (!el.isConnected) return;
   el.append(h('h1', {}, `${rec.model} ${rec.round != null ? 'round ' + rec.round : ''} on ${rec.dataset}`),
     h('p', { class: 'status' }, `${rec.kind} record ${rec.id}` + (rec.job_id ? ` from job ` : ''), rec.job_id ? h('a', { href: `#/run/${encodeURIComponent(rec.job_id)}` }, rec.job_id) : ''));
   const cls = rec.classes || {};
