@@ -262,6 +262,38 @@ pub struct ServeArgs {
     /// Wall time for a whole request, in milliseconds (504 after it).
     #[arg(long, env = "STEPKTO_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+    /// The reward routes' number for a right final answer.
+    #[arg(
+        long,
+        env = "STEPKTO_REWARD_CORRECT",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
+    pub reward_correct: f64,
+    /// ... for a wrong final answer.
+    #[arg(
+        long,
+        env = "STEPKTO_REWARD_WRONG",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub reward_wrong: f64,
+    /// ... for a response without a final answer.
+    #[arg(
+        long,
+        env = "STEPKTO_REWARD_NO_ANSWER",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub reward_no_answer: f64,
+    /// ... when the check ran out of budget or the input was over a size limit.
+    #[arg(
+        long,
+        env = "STEPKTO_REWARD_BUDGET",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub reward_budget: f64,
     #[command(flatten)]
     pub models: ModelArgs,
     #[command(flatten)]
@@ -504,6 +536,54 @@ pub struct Limits {
     pub max_inflight: usize,
     pub budget: Budget,
     pub options: Options,
+    /// What the reward routes answer for each kind of verdict.
+    pub rewards: RewardMap,
+}
+
+/// Numbers for each kind of verdict.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RewardMap {
+    pub correct: f64,
+    pub wrong: f64,
+    /// The response has no final answer to compare.
+    pub no_answer: f64,
+    /// The check ran out of its budget, or the input was over a size limit.
+    pub budget: f64,
+}
+
+impl Default for RewardMap {
+    fn default() -> Self {
+        RewardMap {
+            correct: 1.0,
+            wrong: 0.0,
+            no_answer: 0.0,
+            budget: 0.0,
+        }
+    }
+}
+
+impl ServeArgs {
+    fn reward_map(&self) -> Result<RewardMap, ConfigError> {
+        for (name, v) in [
+            ("--reward-correct", self.reward_correct),
+            ("--reward-wrong", self.reward_wrong),
+            ("--reward-no-answer", self.reward_no_answer),
+            ("--reward-budget", self.reward_budget),
+        ] {
+            if !v.is_finite() {
+                return Err(ConfigError::Value {
+                    name,
+                    why: format!("must be a finite number, got {v}"),
+                });
+            }
+        }
+        Ok(RewardMap {
+            correct: self.reward_correct,
+            wrong: self.reward_wrong,
+            no_answer: self.reward_no_answer,
+            budget: self.reward_budget,
+        })
+    }
 }
 
 impl Default for Limits {
@@ -515,6 +595,7 @@ impl Default for Limits {
             max_inflight: 256,
             budget: Budget::default(),
             options: Options::default(),
+            rewards: RewardMap::default(),
         }
     }
 }
@@ -628,6 +709,7 @@ impl ServeArgs {
                 max_inflight: self.max_inflight.max(1),
                 budget: self.budget.to_budget()?,
                 options: Options::default(),
+                rewards: self.reward_map()?,
             },
         })
     }

@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use super::{dash, datasets, error, evals, judge, ops, train, verify};
+use super::{dash, datasets, error, evals, judge, ops, rewards, train, verify};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,6 +12,7 @@ use super::{dash, datasets, error, evals, judge, ops, train, verify};
         train::create, train::list, train::get, train::cancel, train::metrics, train::events, train::rounds, train::samples,
         evals::create, evals::list, evals::get, evals::samples, evals::sample,
         dash::overview, dash::compare, dash::curves, dash::job_events,
+        rewards::get_reward, rewards::reward, rewards::nemo_verify,
         ops::health, ops::info, ops::metrics),
     components(schemas(
         verify::VerifyRequest,
@@ -61,8 +62,14 @@ use super::{dash, datasets, error, evals, judge, ops, train, verify};
         crate::jobs::dashboard::Comparison,
         crate::jobs::dashboard::Curves,
         crate::jobs::dashboard::Series,
+        rewards::GetRewardRequest,
+        rewards::GetRewardResponse,
+        rewards::RewardRequest,
+        rewards::RewardResponse,
+        rewards::StepOptions,
+        crate::config::RewardMap,
     )),
-    tags((name = "verify", description = "Outcome checking"), (name = "judge", description = "Stepwise judging"), (name = "train", description = "Datasets and training jobs"), (name = "evals", description = "Eval records: metrics and judged samples per model, round and dataset"), (name = "dashboard", description = "What the dashboard at / reads: the overview with Wilson intervals, comparisons, curves, live job states"), (name = "ops", description = "Health, info, metrics"))
+    tags((name = "verify", description = "Outcome checking"), (name = "judge", description = "Stepwise judging"), (name = "train", description = "Datasets and training jobs"), (name = "evals", description = "Eval records: metrics and judged samples per model, round and dataset"), (name = "dashboard", description = "What the dashboard at / reads: the overview with Wilson intervals, comparisons, curves, live job states"), (name = "rewards", description = "Rewards in the shapes RL frameworks send: OpenRLHF /get_reward, slime and one-sample /v1/reward, NeMo Gym /verify"), (name = "ops", description = "Health, info, metrics"))
 )]
 pub struct ApiDoc;
 

@@ -13,6 +13,7 @@ pub mod evals;
 pub mod judge;
 pub mod metrics;
 pub mod ops;
+pub mod rewards;
 pub mod train;
 pub mod ui;
 pub mod verify;
@@ -194,6 +195,9 @@ pub fn app(state: Arc<AppState>) -> Router {
     let judging = Router::new()
         .route("/v1/verify", post(verify::verify))
         .route("/v1/judge", post(judge::judge))
+        .route("/get_reward", post(rewards::get_reward))
+        .route("/v1/reward", post(rewards::reward))
+        .route("/verify", post(rewards::nemo_verify))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::judging));
     Router::new()
         .merge(training)

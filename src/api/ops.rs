@@ -61,6 +61,9 @@ pub struct LimitsInfo {
     pub max_inflight: usize,
     #[schema(value_type = Object)]
     pub budget: Budget,
+    /// What the reward routes answer per verdict.
+    #[serde(default)]
+    pub rewards: crate::config::RewardMap,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -116,6 +119,7 @@ pub async fn info(State(st): State<Arc<AppState>>) -> Json<Info> {
             request_timeout_ms: l.request_timeout_ms,
             max_inflight: l.max_inflight,
             budget: l.budget,
+            rewards: l.rewards,
         },
         uptime_secs: st.started.elapsed().as_secs(),
         jobs: JobsInfo {

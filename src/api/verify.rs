@@ -159,7 +159,7 @@ pub async fn verify(
 }
 
 /// Verify parsed items: cache lookups, computation of misses, cache writes.
-async fn verify_items(
+pub(crate) async fn verify_items(
     st: &Arc<AppState>,
     items: Vec<Result<VerifyItem, ItemError>>,
     default_opts: Options,
