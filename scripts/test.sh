@@ -9,6 +9,9 @@
 # Chromium and ChromeDriver for the dashboard's browser test (tests/dashboard.rs): Debian's
 # `chromium` and `chromium-driver`, installed here when missing and we are root. A missing
 # browser then fails that test instead of skipping it.
+#
+# Then the Python client's tests (python/tests) against the binary cargo built, in a venv
+# made here (.venv-client; httpx and pytest from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,3 +79,9 @@ fi
 export STEPKTO_REQUIRE_BROWSER=1
 export STEPKTO_REQUIRE_PG=1
 cargo test --locked "$@"
+
+if [ ! -x .venv-client/bin/pytest ]; then
+    python3 -m venv .venv-client
+fi
+.venv-client/bin/pip install -q -e 'python[test]'
+STEPKTO_BIN="$PWD/target/debug/stepkto" .venv-client/bin/pytest -q python/tests
