@@ -62,6 +62,8 @@ pub struct AppState {
     pub max_eval_samples: usize,
     /// Open `/v1/train/{id}/events` streams; one more gets 429 (each polls the database).
     pub event_streams: Arc<Semaphore>,
+    /// The verdict cache's group-commit writer (started on first use).
+    pub cache_writes: work::CacheWriter,
 }
 
 /// The training side of the state; [`Service::default`] is open on loopback, no workers.
@@ -117,6 +119,7 @@ impl AppState {
             max_dataset_bytes: svc.max_dataset_bytes,
             max_eval_samples: svc.max_eval_samples,
             event_streams: Arc::new(Semaphore::new(svc.max_event_streams)),
+            cache_writes: work::CacheWriter::default(),
             store,
             inflight: Arc::new(Semaphore::new(limits.max_inflight)),
             limits,

@@ -45,17 +45,98 @@ pub async fn cache_lookup(st: &AppState, keys: &[String]) -> HashMap<String, Str
     }
 }
 
-/// Write fresh results to the cache (best effort).
-pub async fn cache_store(st: &AppState, kind: &str, engine: &str, rows: &[(String, String)]) {
-    if let Some(store) = &st.store
-        && !rows.is_empty()
-    {
-        guarded(
-            &st.metrics,
-            "cache write",
-            store.put_many(kind, engine, rows),
-        )
-        .await;
+/// One request's cache rows, waiting for the writer.
+struct Pending {
+    kind: String,
+    engine: String,
+    rows: Vec<(String, String)>,
+    done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Group commit for cache writes: concurrent requests hand their rows to one writer task,
+/// which stores everything waiting in one transaction per (kind, engine) and then answers
+/// them all. A request still returns only after its rows are stored (or the write failed
+/// or took over 2 s), so a verdict it answered is a cache hit for the next request; under
+/// load, one SQLite commit serves many requests instead of one each.
+#[derive(Default)]
+pub struct CacheWriter {
+    tx: std::sync::OnceLock<tokio::sync::mpsc::Sender<Pending>>,
+}
+
+/// Rows one writer transaction takes at most.
+const GROUP_ROWS: usize = 4096;
+/// Requests waiting for the writer at most; beyond it a request writes its rows itself.
+const GROUP_QUEUE: usize = 4096;
+
+fn writer(st: Arc<AppState>) -> tokio::sync::mpsc::Sender<Pending> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(GROUP_QUEUE);
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut group = vec![first];
+            let mut rows = group[0].rows.len();
+            while rows < GROUP_ROWS {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        rows += p.rows.len();
+                        group.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut by_kind: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
+            let mut waiting = Vec::with_capacity(group.len());
+            for p in group {
+                by_kind
+                    .entry((p.kind, p.engine))
+                    .or_default()
+                    .extend(p.rows);
+                waiting.push(p.done);
+            }
+            if let Some(store) = &st.store {
+                for ((kind, engine), rows) in &by_kind {
+                    guarded(
+                        &st.metrics,
+                        "cache write",
+                        store.put_many(kind, engine, rows),
+                    )
+                    .await;
+                }
+            }
+            for d in waiting {
+                let _ = d.send(());
+            }
+        }
+    });
+    tx
+}
+
+/// Write fresh results to the cache (best effort), through the group-commit writer.
+pub async fn cache_store(st: &Arc<AppState>, kind: &str, engine: &str, rows: &[(String, String)]) {
+    let Some(store) = &st.store else { return };
+    if rows.is_empty() {
+        return;
+    }
+    let tx = st.cache_writes.tx.get_or_init(|| writer(st.clone()));
+    let (done, wait) = tokio::sync::oneshot::channel();
+    let p = Pending {
+        kind: kind.to_string(),
+        engine: engine.to_string(),
+        rows: rows.to_vec(),
+        done,
+    };
+    match tx.try_send(p) {
+        Ok(()) => {
+            // the writer answers after its transaction; 2 s bounds a stuck database
+            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+        }
+        Err(_) => {
+            guarded(
+                &st.metrics,
+                "cache write",
+                store.put_many(kind, engine, rows),
+            )
+            .await;
+        }
     }
 }
 
