@@ -62,8 +62,9 @@ pub struct AppState {
     pub max_eval_samples: usize,
     /// Open `/v1/train/{id}/events` streams; one more gets 429 (each polls the database).
     pub event_streams: Arc<Semaphore>,
-    /// The verdict cache's group-commit writer (started on first use).
+    /// The verdict cache's group-commit writer and grouped reader (started on first use).
     pub cache_writes: work::CacheWriter,
+    pub cache_reads: work::CacheReader,
 }
 
 /// The training side of the state; [`Service::default`] is open on loopback, no workers.
@@ -120,6 +121,7 @@ impl AppState {
             max_eval_samples: svc.max_eval_samples,
             event_streams: Arc::new(Semaphore::new(svc.max_event_streams)),
             cache_writes: work::CacheWriter::default(),
+            cache_reads: work::CacheReader::default(),
             store,
             inflight: Arc::new(Semaphore::new(limits.max_inflight)),
             limits,

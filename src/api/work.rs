@@ -33,15 +33,92 @@ async fn guarded<T>(
     }
 }
 
+/// One request's cache keys, waiting for the reader.
+struct Lookup {
+    keys: Vec<String>,
+    found: tokio::sync::oneshot::Sender<HashMap<String, String>>,
+}
+
+/// Grouped cache reads, the twin of [`CacheWriter`]: concurrent requests' keys are looked
+/// up in one query, so a burst of one-sample requests costs one database round trip
+/// instead of one each.
+#[derive(Default)]
+pub struct CacheReader {
+    tx: std::sync::OnceLock<tokio::sync::mpsc::Sender<Lookup>>,
+}
+
+/// Reader tasks: as many queries at once as the SQLite pool has connections, so one slow
+/// group does not hold up the rest; each takes everything waiting when it starts.
+const READERS: usize = 4;
+
+fn reader(st: Arc<AppState>) -> tokio::sync::mpsc::Sender<Lookup> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Lookup>(GROUP_QUEUE);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..READERS {
+        let (st, rx) = (st.clone(), rx.clone());
+        tokio::spawn(async move {
+            loop {
+                let group = {
+                    let mut rx = rx.lock().await;
+                    let Some(first) = rx.recv().await else { return };
+                    let mut group = vec![first];
+                    let mut n = group[0].keys.len();
+                    while n < GROUP_ROWS {
+                        match rx.try_recv() {
+                            Ok(l) => {
+                                n += l.keys.len();
+                                group.push(l);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    group
+                };
+                let mut all: Vec<String> =
+                    group.iter().flat_map(|l| l.keys.iter().cloned()).collect();
+                all.sort_unstable();
+                all.dedup();
+                let found = match &st.store {
+                    Some(store) => guarded(&st.metrics, "cache lookup", store.get_many(&all))
+                        .await
+                        .unwrap_or_default(),
+                    None => HashMap::new(),
+                };
+                for l in group {
+                    let mine: HashMap<String, String> = l
+                        .keys
+                        .iter()
+                        .filter_map(|k| found.get(k).map(|v| (k.clone(), v.clone())))
+                        .collect();
+                    let _ = l.found.send(mine);
+                }
+            }
+        });
+    }
+    tx
+}
+
 /// Cached bodies for `keys` (empty when there is no store or it is down).
-pub async fn cache_lookup(st: &AppState, keys: &[String]) -> HashMap<String, String> {
-    match &st.store {
-        Some(store) if !keys.is_empty() => {
-            guarded(&st.metrics, "cache lookup", store.get_many(keys))
-                .await
-                .unwrap_or_default()
-        }
-        _ => HashMap::new(),
+pub async fn cache_lookup(st: &Arc<AppState>, keys: &[String]) -> HashMap<String, String> {
+    let Some(store) = &st.store else {
+        return HashMap::new();
+    };
+    if keys.is_empty() {
+        return HashMap::new();
+    }
+    let tx = st.cache_reads.tx.get_or_init(|| reader(st.clone()));
+    let (found, wait) = tokio::sync::oneshot::channel();
+    match tx.try_send(Lookup {
+        keys: keys.to_vec(),
+        found,
+    }) {
+        Ok(()) => match tokio::time::timeout(Duration::from_secs(3), wait).await {
+            Ok(Ok(m)) => m,
+            _ => HashMap::new(),
+        },
+        Err(_) => guarded(&st.metrics, "cache lookup", store.get_many(keys))
+            .await
+            .unwrap_or_default(),
     }
 }
 
