@@ -1,5 +1,6 @@
-//! What the verify and judge handlers share: guarded cache reads and writes, and running
-//! CPU-bound work on the blocking pool with a deadline and cancellation.
+//! What the verify, judge and reward handlers share: guarded cache reads and writes (grouped
+//! across concurrent requests: one lookup query and one write transaction serve many), and
+//! running CPU-bound work on the blocking pool with a deadline and cancellation.
 
 use std::collections::HashMap;
 use std::sync::Arc;

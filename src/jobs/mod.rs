@@ -3,13 +3,14 @@
 //! it reports (metric rows, progress, rounds, eval records) back to the database.
 //!
 //! A job's files live in `jobs_dir/ID/`: the datasets written out from the database, and
-//! `run/`, the trainer's output with its resumable states. A worker holds a job under a
+//! `run/`, the trainer's output with its resumable states (`files.rs`). A worker holds a job under a
 //! lease it renews every `lease_secs / 3`; if the process dies, the lease lapses and any
 //! worker (this process after a restart, or another one on the same database) claims the
 //! job again and the trainer resumes from its last saved state. Metric rows are keyed by
 //! (job, step), so the steps a resumed round redoes are not stored twice.
 
 pub mod dashboard;
+mod files;
 pub mod records;
 pub mod spec;
 
@@ -32,7 +33,9 @@ use crate::train::control::{Control, Event};
 use crate::train::label::StepJudge;
 use crate::train::rounds::train_with;
 use crate::train::run::RunMethod;
-use spec::{DATASET_FIELDS, JobSpec, to_train_config};
+pub use files::disk_usage;
+use files::{materialize, prune_rounds, rows_on_disk};
+use spec::{JobSpec, to_train_config};
 
 /// How this process runs jobs.
 #[derive(Debug, Clone)]
@@ -152,30 +155,6 @@ pub async fn run_workers(ctx: Context) {
     }
 }
 
-/// Write the job's datasets from the database into its directory (once).
-async fn materialize(store: &Store, dir: &Path, spec: &JobSpec) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (field, id) in &spec.datasets {
-        let file = DATASET_FIELDS
-            .iter()
-            .find(|(f, _)| f == field)
-            .map(|(_, f)| dir.join(f))
-            .expect("a known field");
-        if file.is_file() {
-            continue;
-        }
-        let body = store
-            .dataset_body(id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("dataset {id} ({field}) no longer exists"))?;
-        let tmp = file.with_extension("partial");
-        std::fs::write(&tmp, body).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &file).map_err(|e| format!("{}: {e}", file.display()))?;
-    }
-    Ok(())
-}
-
 /// What the trainer tells the job's writer task.
 enum Msg {
     Metric(MetricRow),
@@ -219,70 +198,6 @@ impl Progress {
             "tokens_per_s": self.tokens_per_s, "eta_seconds": eta,
             "last_metrics": self.metrics, "disk_bytes": disk})
     }
-}
-
-/// Bytes under `dir`.
-pub fn disk_usage(dir: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => disk_usage(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-/// Remove the models of finished rounds older than the last `keep` (round-0 has none).
-fn prune_rounds(run: &Path, finished: usize, keep: usize) {
-    if keep == 0 {
-        return;
-    }
-    for r in 1..=finished.saturating_sub(keep) {
-        let m = run.join(format!("round-{r}")).join("model");
-        if m.is_dir() {
-            let _ = std::fs::remove_dir_all(&m);
-        }
-    }
-}
-
-/// The metric rows of a run's `metrics.jsonl` (numbered across rounds by the rounds'
-/// `round.json`). A killed worker may not have stored the steps between its last flush and
-/// its death, and the resumed trainer does not redo steps before its saved state: the file,
-/// written and flushed by the trainer at each step, is the record they are taken from.
-fn rows_on_disk(run: &Path) -> Vec<MetricRow> {
-    let Ok(text) = std::fs::read_to_string(run.join("metrics.jsonl")) else {
-        return Vec::new();
-    };
-    let mut offsets: BTreeMap<i64, i64> = BTreeMap::from([(1, 0)]);
-    let mut r = 1;
-    while let Some(info) = std::fs::read_to_string(run.join(format!("round-{r}/round.json")))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-    {
-        let steps = info["optimizer_steps"].as_i64().unwrap_or(0);
-        offsets.insert(r + 1, offsets[&r] + steps);
-        r += 1;
-    }
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok()) // a half-written last line
-        .filter_map(|mut v| {
-            let round = v["round"].as_i64()?;
-            let step = v["step"].as_i64()?;
-            let offset = *offsets.get(&round)?;
-            let o = v.as_object_mut()?;
-            for k in ["round", "step", "epoch"] {
-                o.remove(k);
-            }
-            Some(MetricRow {
-                step: offset + step,
-                round,
-                metrics: v,
-            })
-        })
-        .collect()
 }
 
 async fn fail(
