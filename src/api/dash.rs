@@ -17,14 +17,14 @@ use serde_json::json;
 use super::AppState;
 use super::datasets::store;
 use super::error::{ApiError, ErrorBody};
-use crate::jobs::dashboard::{self, Comparison, Curves, OverviewRow};
+use crate::jobs::dashboard::{self, Comparison, CurveBuilder, Curves, OverviewRow};
 use crate::store::evals::EvalFilter;
 
 /// Most records the overview reads; beyond it `truncated` is true and the oldest are left
 /// out (filter by model or dataset to see them).
 const MAX_OVERVIEW_RECORDS: i64 = 20_000;
-/// Most metric rows a curve request reads (a job logs one per optimiser step).
-const MAX_CURVE_ROWS: i64 = 2_000_000;
+/// Metric rows a curve request reads at a time (a job logs one per optimiser step).
+const CURVE_PAGE: i64 = 5_000;
 const MAX_POINTS: usize = 10_000;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -131,11 +131,21 @@ pub async fn curves(
             .filter(|s| !s.is_empty())
             .collect()
     });
-    let rows = db.metrics_since(&id, 0, MAX_CURVE_ROWS).await?;
-    // the bucketing is CPU work over up to millions of rows: off the async threads
-    let c = tokio::task::spawn_blocking(move || dashboard::curves(&rows, points, keys.as_deref()))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // folded a page of rows at a time: memory stays one page plus the buckets
+    let mut c = CurveBuilder::new(db.last_metric_step(&id).await?, points, keys.as_deref());
+    let mut since = 0;
+    loop {
+        let rows = db.metrics_since(&id, since, CURVE_PAGE).await?;
+        let Some(last) = rows.last() else { break };
+        since = last.step;
+        for r in &rows {
+            c.push(r);
+        }
+        if (rows.len() as i64) < CURVE_PAGE {
+            break;
+        }
+    }
+    let c = c.finish();
     Ok(Json(c))
 }
 

@@ -143,3 +143,21 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
     // the error names the field it is about (`items[3].reference: invalid type ...`)
     serde_path_to_error::deserialize(value).map_err(|e| ApiError::Validation(e.to_string()))
 }
+
+/// `limit` (default `default`, 1..=`max`) and `offset` (>= 0) of a list request.
+pub fn page(
+    limit: Option<i64>,
+    offset: Option<i64>,
+    default: i64,
+    max: i64,
+) -> Result<(i64, i64), ApiError> {
+    let l = limit.unwrap_or(default);
+    let o = offset.unwrap_or(0);
+    if !(1..=max).contains(&l) {
+        return Err(ApiError::Validation(format!("limit: between 1 and {max}")));
+    }
+    if o < 0 {
+        return Err(ApiError::Validation("offset: 0 or more".into()));
+    }
+    Ok((l, o))
+}

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::datasets::store;
-use super::error::{ApiError, ErrorBody, parse_json};
+use super::error::{ApiError, ErrorBody, page, parse_json};
 use crate::jobs::records::{self, CLASSES, NewEval, RecordError, RecordLimits};
 use crate::store::evals::{EvalFilter, EvalRecord, EvalSampleRow};
 use crate::store::jobs::new_id;
@@ -110,20 +110,6 @@ pub struct SamplesQuery {
     pub offset: Option<i64>,
 }
 
-fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
-    let limit = limit.unwrap_or(100);
-    let offset = offset.unwrap_or(0);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::Validation(format!(
-            "limit must be in 1..={MAX_PAGE}"
-        )));
-    }
-    if offset < 0 {
-        return Err(ApiError::Validation("offset must be >= 0".into()));
-    }
-    Ok((limit, offset))
-}
-
 pub(crate) fn view(r: &EvalRecord) -> EvalView {
     let body: Value = serde_json::from_str(&r.body).unwrap_or(json!({}));
     EvalView {
@@ -203,7 +189,7 @@ pub async fn list(
     State(st): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<EvalList>, ApiError> {
-    let (limit, offset) = page(q.limit, q.offset)?;
+    let (limit, offset) = page(q.limit, q.offset, 100, MAX_PAGE)?;
     let f = EvalFilter {
         model: q.model.as_deref(),
         dataset: q.dataset.as_deref(),
@@ -241,7 +227,7 @@ pub async fn samples(
     Path(id): Path<String>,
     Query(q): Query<SamplesQuery>,
 ) -> Result<Json<SamplePage>, ApiError> {
-    let (limit, offset) = page(q.limit, q.offset)?;
+    let (limit, offset) = page(q.limit, q.offset, 100, MAX_PAGE)?;
     if let Some(f) = &q.filter
         && !CLASSES.contains(&f.as_str())
     {

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::datasets::store;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, page};
 use crate::jobs::method_name;
 use crate::jobs::spec::{JobSpec, job_dir};
 use crate::store::jobs::{JobRow, MetricRow, STATES, new_id};
@@ -129,20 +129,6 @@ pub struct ListQuery {
     pub offset: Option<i64>,
 }
 
-fn page(limit: Option<i64>, offset: Option<i64>, default: i64) -> Result<(i64, i64), ApiError> {
-    let l = limit.unwrap_or(default);
-    let o = offset.unwrap_or(0);
-    if !(1..=MAX_PAGE).contains(&l) {
-        return Err(ApiError::Validation(format!(
-            "limit: between 1 and {MAX_PAGE}"
-        )));
-    }
-    if o < 0 {
-        return Err(ApiError::Validation("offset: 0 or more".into()));
-    }
-    Ok((l, o))
-}
-
 #[utoipa::path(get, path = "/v1/train", tag = "train", params(ListQuery),
     responses((status = 200, body = Vec<JobView>), (status = 422, body = ErrorBody)))]
 pub async fn list(
@@ -157,7 +143,7 @@ pub async fn list(
             STATES.join(", ")
         )));
     }
-    let (limit, offset) = page(q.limit, q.offset, 100)?;
+    let (limit, offset) = page(q.limit, q.offset, 100, MAX_PAGE)?;
     let jobs = store(&st)?
         .list_jobs(q.state.as_deref(), limit, offset)
         .await?;
@@ -204,7 +190,7 @@ pub async fn metrics(
     Query(q): Query<MetricsQuery>,
 ) -> Result<Json<Vec<MetricRow>>, ApiError> {
     job(&st, &id).await?;
-    let (limit, _) = page(q.limit, None, 1000)?;
+    let (limit, _) = page(q.limit, None, 1000, MAX_PAGE)?;
     let rows = store(&st)?
         .metrics_since(&id, q.since.unwrap_or(0), limit)
         .await?;
@@ -276,7 +262,7 @@ pub async fn samples(
             "filter: {f:?} is not one of flawed, wrong, correct"
         )));
     }
-    let (limit, offset) = page(q.limit, q.offset, 50)?;
+    let (limit, offset) = page(q.limit, q.offset, 50, MAX_PAGE)?;
     let Some(root) = &st.jobs_dir else {
         return Err(ApiError::NotReady(
             "this server has no jobs directory".into(),

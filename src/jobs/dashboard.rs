@@ -1,7 +1,7 @@
 //! What the dashboard shows, computed from the stored rows: the overview (one row per model,
 //! round, dataset and kind, with the flawed-step rate and its Wilson interval), the
 //! comparison of two rows, and a job's metric curves cut down to a bounded number of points
-//! on the server, so that a page over 50,000 steps stays light.
+//! on the server (folded row by row, so neither the request nor the page holds every step).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -171,65 +171,127 @@ pub struct Curves {
     pub series: BTreeMap<String, Series>,
 }
 
-/// Cut `rows` (in step order) into at most `points` buckets of equal step count; each
-/// chosen metric becomes its buckets' mean, min and max (a step without the metric is
-/// skipped; a bucket without it is null). `keys` None: every numeric metric.
-pub fn curves(rows: &[MetricRow], points: usize, keys: Option<&[String]>) -> Curves {
-    let all: BTreeSet<String> = rows
-        .iter()
-        .filter_map(|r| r.metrics.as_object())
-        .flat_map(|o| {
-            o.iter()
-                .filter(|(_, v)| v.is_number())
-                .map(|(k, _)| k.clone())
-        })
-        .collect();
-    let chosen: Vec<String> = match keys {
-        Some(k) => k.iter().filter(|k| all.contains(*k)).cloned().collect(),
-        None => all.iter().cloned().collect(),
-    };
-    let bucket = rows.len().div_ceil(points.max(1)).max(1);
-    let mut c = Curves {
-        total_steps: rows.len(),
-        bucket,
-        steps: Vec::new(),
-        rounds: Vec::new(),
-        keys: all.into_iter().collect(),
-        series: chosen
-            .iter()
-            .map(|k| {
-                let s = Series {
-                    mean: Vec::new(),
-                    min: Vec::new(),
-                    max: Vec::new(),
-                };
-                (k.clone(), s)
-            })
-            .collect(),
-    };
-    for chunk in rows.chunks(bucket) {
-        let last = chunk.last().expect("chunks are not empty");
-        c.steps.push(last.step);
-        c.rounds.push(last.round);
-        for (k, s) in c.series.iter_mut() {
-            let vals: Vec<f64> = chunk
-                .iter()
-                .filter_map(|r| r.metrics.get(k).and_then(Value::as_f64))
-                .filter(|v| v.is_finite())
-                .collect();
-            if vals.is_empty() {
-                s.mean.push(None);
-                s.min.push(None);
-                s.max.push(None);
-            } else {
-                s.mean
-                    .push(Some(vals.iter().sum::<f64>() / vals.len() as f64));
-                s.min.push(vals.iter().copied().reduce(f64::min));
-                s.max.push(vals.iter().copied().reduce(f64::max));
-            }
+/// One bucket's running mean, min and max of one metric.
+#[derive(Clone, Copy)]
+struct Acc {
+    sum: f64,
+    n: usize,
+    min: f64,
+    max: f64,
+}
+
+/// A job's curves folded row by row, so that a request holds `points` buckets per metric
+/// and never every row: steps 1..=`last_step` are cut into at most `points` buckets of
+/// equal step count; each chosen metric becomes its buckets' mean, min and max (a step
+/// without the metric is skipped; a bucket without it is null; a bucket without rows is
+/// left out). `keys` None: every numeric metric.
+pub struct CurveBuilder {
+    bucket: usize,
+    keys: Option<BTreeSet<String>>,
+    all: BTreeSet<String>,
+    rows: usize,
+    /// Per bucket: (last step, its round), None while the bucket has no row.
+    ends: Vec<Option<(i64, i64)>>,
+    acc: BTreeMap<String, Vec<Option<Acc>>>,
+}
+
+impl CurveBuilder {
+    pub fn new(last_step: i64, points: usize, keys: Option<&[String]>) -> CurveBuilder {
+        let steps = last_step.max(0) as usize;
+        CurveBuilder {
+            bucket: steps.div_ceil(points.max(1)).max(1),
+            keys: keys.map(|k| k.iter().cloned().collect()),
+            all: BTreeSet::new(),
+            rows: 0,
+            ends: Vec::new(),
+            acc: BTreeMap::new(),
         }
     }
-    c
+
+    /// Fold one row in (rows come in step order; a step past `last_step` opens new buckets).
+    pub fn push(&mut self, r: &MetricRow) {
+        let b = (r.step.max(1) as usize - 1) / self.bucket;
+        if self.ends.len() <= b {
+            self.ends.resize(b + 1, None);
+        }
+        self.ends[b] = Some((r.step, r.round));
+        self.rows += 1;
+        let Some(o) = r.metrics.as_object() else {
+            return;
+        };
+        for (k, v) in o {
+            let Some(x) = v.as_f64() else { continue };
+            if !self.all.contains(k) {
+                self.all.insert(k.clone());
+            }
+            if !x.is_finite() || self.keys.as_ref().is_some_and(|ks| !ks.contains(k)) {
+                continue;
+            }
+            let col = self.acc.entry(k.clone()).or_default();
+            if col.len() <= b {
+                col.resize(b + 1, None);
+            }
+            let a = col[b].get_or_insert(Acc {
+                sum: 0.0,
+                n: 0,
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+            });
+            a.sum += x;
+            a.n += 1;
+            a.min = a.min.min(x);
+            a.max = a.max.max(x);
+        }
+    }
+
+    pub fn finish(self) -> Curves {
+        let live: Vec<usize> = (0..self.ends.len())
+            .filter(|&b| self.ends[b].is_some())
+            .collect();
+        let ends: Vec<(i64, i64)> = live.iter().filter_map(|&b| self.ends[b]).collect();
+        let chosen: Vec<String> = match &self.keys {
+            Some(k) => k
+                .iter()
+                .filter(|k| self.all.contains(*k))
+                .cloned()
+                .collect(),
+            None => self.all.iter().cloned().collect(),
+        };
+        let series = chosen
+            .into_iter()
+            .map(|k| {
+                let col = self.acc.get(&k);
+                let at = |b: usize| col.and_then(|c| c.get(b).copied().flatten());
+                let s = Series {
+                    mean: live
+                        .iter()
+                        .map(|&b| at(b).map(|a| a.sum / a.n as f64))
+                        .collect(),
+                    min: live.iter().map(|&b| at(b).map(|a| a.min)).collect(),
+                    max: live.iter().map(|&b| at(b).map(|a| a.max)).collect(),
+                };
+                (k, s)
+            })
+            .collect();
+        Curves {
+            total_steps: self.rows,
+            bucket: self.bucket,
+            steps: ends.iter().map(|e| e.0).collect(),
+            rounds: ends.iter().map(|e| e.1).collect(),
+            keys: self.all.into_iter().collect(),
+            series,
+        }
+    }
+}
+
+/// [`CurveBuilder`] over rows in memory.
+pub fn curves(rows: &[MetricRow], points: usize, keys: Option<&[String]>) -> Curves {
+    let last = rows.last().map_or(0, |r| r.step);
+    let mut c = CurveBuilder::new(last, points, keys);
+    for r in rows {
+        c.push(r);
+    }
+    c.finish()
 }
 
 #[cfg(test)]

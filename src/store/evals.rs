@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, now_secs};
+use super::{Store, StoreError, now_secs, value_groups};
 
 /// A stored eval record (without its samples).
 #[derive(Debug, Clone)]
@@ -90,20 +90,9 @@ impl Store {
             return Ok(false);
         }
         for chunk in samples.chunks(SAMPLE_CHUNK) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    format!(
-                        "(${}, ${}, ${}, ${})",
-                        4 * i + 1,
-                        4 * i + 2,
-                        4 * i + 3,
-                        4 * i + 4
-                    )
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO eval_samples (record_id, idx, class, body) VALUES {}",
-                values.join(", ")
+                value_groups(chunk.len(), 4)
             );
             // Safe: only `$n` placeholders are interpolated; every value is bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));

@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Store, StoreError, now_secs};
+use super::{Backend, Store, StoreError, now_secs, value_groups};
 
 /// Job states as stored.
 pub const QUEUED: &str = "queued";
@@ -384,20 +384,9 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(100) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    format!(
-                        "(${}, ${}, ${}, ${})",
-                        4 * i + 1,
-                        4 * i + 2,
-                        4 * i + 3,
-                        4 * i + 4
-                    )
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO job_metrics (job_id, step, round, body) VALUES {} ON CONFLICT (job_id, step) DO NOTHING",
-                values.join(", ")
+                value_groups(chunk.len(), 4)
             );
             // Safe: only `$n` placeholders are interpolated; every value is bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));

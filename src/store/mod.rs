@@ -61,6 +61,18 @@ pub fn cache_key(parts: &serde_json::Value) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `($1, $2, ..), ($k+1, ..), ..`: the VALUES list of a multi-row INSERT of `rows` rows of
+/// `cols` bound values each (only placeholders, so the SQL stays free of data).
+pub(crate) fn value_groups(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let one: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", one.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -208,22 +220,9 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let now = now_secs();
         for chunk in rows.chunks(100) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = i * 5;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5
-                    )
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO verdicts (key, kind, engine, body, created_at) VALUES {} ON CONFLICT (key) DO NOTHING",
-                values.join(", ")
+                value_groups(chunk.len(), 5)
             );
             // Safe: only `$n` placeholders are interpolated; every value is bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
