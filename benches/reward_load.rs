@@ -224,7 +224,14 @@ async fn main() {
     );
     let ps = Arc::new(pairs());
     let mut cold_single_16 = 0.0;
-    for (k, conns) in [1usize, 16, 128, 1024].into_iter().enumerate() {
+    // STEPKTO_BENCH_ONLY=openrlhf runs the OpenRLHF pattern and the anchor alone
+    let only_openrlhf = std::env::var("STEPKTO_BENCH_ONLY").is_ok_and(|v| v == "openrlhf");
+    let conn_counts: &[usize] = if only_openrlhf {
+        &[]
+    } else {
+        &[1, 16, 128, 1024]
+    };
+    for (k, &conns) in conn_counts.iter().enumerate() {
         let total = n(2000).max(2 * conns);
         let ps1 = ps.clone();
         // cold: pair i with a tag no earlier request had

@@ -262,6 +262,12 @@ pub struct ServeArgs {
     /// Wall time for a whole request, in milliseconds (504 after it).
     #[arg(long, env = "STEPKTO_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+    /// A request with one check to compute runs it on the async thread that read it, for
+    /// at most this many microseconds, before handing it to the blocking pool (0: always
+    /// the pool). Most checks take tens of microseconds, and the hop costs about as much;
+    /// the cap bounds how long one input can hold up that thread's other connections.
+    #[arg(long, env = "STEPKTO_INLINE_CHECK_US", default_value_t = 1000)]
+    pub inline_check_us: u64,
     /// The reward routes' number for a right final answer.
     #[arg(
         long,
@@ -534,6 +540,8 @@ pub struct Limits {
     pub body_limit: usize,
     pub request_timeout_ms: u64,
     pub max_inflight: usize,
+    /// Clock for a lone check on the async thread (`--inline-check-us`; 0: none).
+    pub inline_check_us: u64,
     pub budget: Budget,
     pub options: Options,
     /// What the reward routes answer for each kind of verdict.
@@ -593,6 +601,7 @@ impl Default for Limits {
             body_limit: 8 * 1024 * 1024,
             request_timeout_ms: 30_000,
             max_inflight: 256,
+            inline_check_us: 1000,
             budget: Budget::default(),
             options: Options::default(),
             rewards: RewardMap::default(),
@@ -707,6 +716,7 @@ impl ServeArgs {
                 body_limit: self.body_limit,
                 request_timeout_ms: self.request_timeout_ms.max(1),
                 max_inflight: self.max_inflight.max(1),
+                inline_check_us: self.inline_check_us,
                 budget: self.budget.to_budget()?,
                 options: Options::default(),
                 rewards: self.reward_map()?,

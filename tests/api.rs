@@ -297,6 +297,71 @@ async fn issue_2_hostile_inputs_keep_the_server_up() {
     app.stop().await;
 }
 
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in {metrics}"))
+}
+
+/// A lone check runs on the async thread under --inline-check-us and falls back to the
+/// blocking pool with the whole budget when it needs longer: the verdict is the full
+/// budget's either way (2000! against 2000!+1 takes milliseconds and is `not_equal`, not
+/// `budget`), and /metrics counts the checks that finished inline; 0 turns it off.
+#[tokio::test]
+async fn lone_checks_run_inline_within_their_clock() {
+    let app = spawn_app(Some(common::sqlite_url()), Limits::default()).await;
+    let metrics =
+        |a| async move { String::from_utf8(get(a, "/metrics").await.body.to_vec()).unwrap() };
+    let before = counter(&metrics(app.addr).await, "stepkto_inline_checks_total");
+    let slow = json!({"reference": "2000!", "candidate": "2000!+1", "mode": "answer"});
+    let r = post(app.addr, "/v1/verify", slow.clone()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["reason"]["tag"], "not_equal", "{:?}", r.json());
+    assert_eq!(
+        counter(&metrics(app.addr).await, "stepkto_inline_checks_total"),
+        before
+    );
+    // quick checks finish inline (five, so one preempted past its clock does not fail this)
+    for k in 0..5 {
+        let r = post(
+            app.addr,
+            "/v1/verify",
+            json!({"reference": "\\frac{1}{2}", "candidate": format!("{k}: so $\\boxed{{0.5}}$")}),
+        )
+        .await;
+        assert_eq!(r.json()["equivalent"], true);
+    }
+    let after = counter(&metrics(app.addr).await, "stepkto_inline_checks_total");
+    assert!(
+        (before + 1..=before + 5).contains(&after),
+        "{before} -> {after}"
+    );
+    app.stop().await;
+
+    let off = Limits {
+        inline_check_us: 0,
+        ..Limits::default()
+    };
+    let app = spawn_app(Some(common::sqlite_url()), off).await;
+    for k in 0..3 {
+        let r = post(
+            app.addr,
+            "/v1/verify",
+            json!({"reference": "3", "candidate": format!("{k}: $\\boxed{{3}}$")}),
+        )
+        .await;
+        assert_eq!(r.json()["equivalent"], true);
+    }
+    let r = post(app.addr, "/v1/verify", slow).await;
+    assert_eq!(r.json()["reason"]["tag"], "not_equal");
+    assert_eq!(
+        counter(&metrics(app.addr).await, "stepkto_inline_checks_total"),
+        0
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn info_docs_and_openapi_are_served() {
     let app = spawn_app(None, Limits::default()).await;

@@ -202,3 +202,60 @@ fn processbench_model_outputs_agree_with_their_labels() {
     assert_eq!(n, 112);
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// `check_within` (the server's lone check on its async thread) gives `check`'s verdict
+/// whenever it answers, on every row and under a clock short enough to cut some checks off;
+/// a check that needs longer than its clock is `None` (the server then runs it on the
+/// blocking pool with the whole budget), never a `budget` verdict that the full budget would
+/// not give.
+#[test]
+fn check_within_gives_checks_verdict_or_none() {
+    use std::time::Duration;
+    use stepkto::outcome::check_within;
+    let b = Budget::default();
+    let o = Options::default();
+    let mut cut = 0;
+    for (i, row) in rows().iter().enumerate() {
+        let gold = row["gold"].as_str().unwrap();
+        let pred = row["prediction"].as_str().unwrap();
+        let full = check(gold, pred, Mode::Auto, &o, &b);
+        for clock in [Duration::from_secs(10), Duration::from_micros(20)] {
+            match check_within(gold, pred, Mode::Auto, &o, &b, clock) {
+                Some(v) => assert_eq!(
+                    (v.equivalent, &v.reason.tag, &v.extracted),
+                    (full.equivalent, &full.reason.tag, &full.extracted),
+                    "row {i} under {clock:?}"
+                ),
+                None if clock == Duration::from_secs(10) => panic!("row {i} took 10 s"),
+                None => cut += 1,
+            }
+        }
+    }
+    // 2000! against 2000!+1 takes milliseconds of exact arithmetic and is decidable
+    let slow = check_within(
+        "2000!",
+        "2000!+1",
+        Mode::Answer,
+        &o,
+        &b,
+        Duration::from_micros(50),
+    );
+    assert!(slow.is_none(), "{slow:?}");
+    let v = check("2000!", "2000!+1", Mode::Answer, &o, &b);
+    assert_eq!((v.equivalent, v.reason.tag.as_str()), (false, "not_equal"));
+    // a clock longer than the budget's own time is the budget's time
+    let tight = Budget { time_ms: 1, ..b };
+    let capped = check_within(
+        "2000!",
+        "2000!+1",
+        Mode::Answer,
+        &o,
+        &tight,
+        Duration::from_secs(10),
+    );
+    assert!(capped.is_none(), "{capped:?}");
+    println!(
+        "{cut} of {} rows were cut off by a 20 µs clock",
+        rows().len()
+    );
+}

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub verify_item_errors: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
+    /// Computed verdicts that finished on the async thread under `--inline-check-us`.
+    pub inline_checks: AtomicU64,
     /// Cache reads or writes that failed or were skipped because the store was down.
     pub store_errors: AtomicU64,
 }
@@ -129,6 +131,12 @@ impl Metrics {
         let _ = writeln!(s, "# HELP stepkto_cache_misses_total Verdicts computed.");
         let _ = writeln!(s, "# TYPE stepkto_cache_misses_total counter");
         let _ = writeln!(s, "stepkto_cache_misses_total {}", g(&self.cache_misses));
+        let _ = writeln!(
+            s,
+            "# HELP stepkto_inline_checks_total Computed verdicts that finished on the async thread, within --inline-check-us."
+        );
+        let _ = writeln!(s, "# TYPE stepkto_inline_checks_total counter");
+        let _ = writeln!(s, "stepkto_inline_checks_total {}", g(&self.inline_checks));
         let _ = writeln!(
             s,
             "# HELP stepkto_store_errors_total Cache operations that failed or were skipped (store down)."

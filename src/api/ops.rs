@@ -59,6 +59,9 @@ pub struct LimitsInfo {
     pub body_limit: usize,
     pub request_timeout_ms: u64,
     pub max_inflight: usize,
+    /// A lone check's clock on the async thread, in microseconds (0: none).
+    #[serde(default)]
+    pub inline_check_us: u64,
     #[schema(value_type = Object)]
     pub budget: Budget,
     /// What the reward routes answer per verdict.
@@ -118,6 +121,7 @@ pub async fn info(State(st): State<Arc<AppState>>) -> Json<Info> {
             body_limit: l.body_limit,
             request_timeout_ms: l.request_timeout_ms,
             max_inflight: l.max_inflight,
+            inline_check_us: l.inline_check_us,
             budget: l.budget,
             rewards: l.rewards,
         },

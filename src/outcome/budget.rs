@@ -76,14 +76,23 @@ pub struct Meter {
     pub budget: Budget,
     deadline: Instant,
     ticks: u32,
+    /// Set once the clock has run out: callers that ran a check under a shorter clock than
+    /// the budget's (see `outcome::check_within`) learn that the verdict may differ.
+    pub timed_out: bool,
 }
 
 impl Meter {
     pub fn new(budget: Budget) -> Self {
+        Self::with_clock(budget, Duration::from_millis(budget.time_ms))
+    }
+
+    /// A meter whose clock runs out after `clock` (the budget's own time when shorter).
+    pub fn with_clock(budget: Budget, clock: Duration) -> Self {
         Meter {
             budget,
-            deadline: Instant::now() + Duration::from_millis(budget.time_ms),
+            deadline: Instant::now() + clock.min(Duration::from_millis(budget.time_ms)),
             ticks: 0,
+            timed_out: false,
         }
     }
 
@@ -94,6 +103,7 @@ impl Meter {
     pub fn tick(&mut self) -> Result<(), BudgetError> {
         self.ticks = self.ticks.wrapping_add(1);
         if self.ticks & 0x1f == 0 && Instant::now() > self.deadline {
+            self.timed_out = true;
             return Err(BudgetError::Time {
                 ms: self.budget.time_ms,
             });

@@ -318,7 +318,35 @@ pub fn check(
     opts: &Options,
     budget: &Budget,
 ) -> Verdict {
-    let mut meter = Meter::new(*budget);
+    check_inner(reference, candidate, mode, opts, &mut Meter::new(*budget))
+}
+
+/// [`check`] under a clock of at most `clock`: `None` when that clock ran out first. The
+/// clock is the only input that the budget's time changes (every other limit is a count),
+/// so a check that finishes inside it gives the verdict [`check`] gives. The server runs
+/// one-sample requests this way on its async threads, without the hop to a blocking
+/// thread, and sends the few that need longer to the blocking pool.
+pub fn check_within(
+    reference: &str,
+    candidate: &str,
+    mode: Mode,
+    opts: &Options,
+    budget: &Budget,
+    clock: std::time::Duration,
+) -> Option<Verdict> {
+    let mut meter = Meter::with_clock(*budget, clock);
+    let v = check_inner(reference, candidate, mode, opts, &mut meter);
+    (!meter.timed_out).then_some(v)
+}
+
+fn check_inner(
+    reference: &str,
+    candidate: &str,
+    mode: Mode,
+    opts: &Options,
+    meter: &mut Meter,
+) -> Verdict {
+    let budget = meter.budget;
     for s in [reference, candidate] {
         if s.len() > budget.max_solution_len {
             return budget_verdict(
@@ -363,19 +391,16 @@ pub fn check(
     if cand_text.trim().is_empty() {
         return verdict(false, None, "no_answer", "the candidate is empty");
     }
-    let rs = match readings(&ref_text, &mut meter) {
+    let rs = match readings(&ref_text, meter) {
         Ok(r) => r,
         Err(e) => return budget_verdict(extracted, e),
     };
-    let cs = match readings(&cand_text, &mut meter) {
+    let cs = match readings(&cand_text, meter) {
         Ok(r) => r,
         Err(e) => return budget_verdict(extracted, e),
     };
     tracing::debug!(reference = ?rs, candidate = ?cs, "readings");
-    let mut ctx = equiv::Ctx {
-        meter: &mut meter,
-        opts: *opts,
-    };
+    let mut ctx = equiv::Ctx { meter, opts: *opts };
     let mut saw_budget = false;
     for r in &rs {
         for c in &cs {
