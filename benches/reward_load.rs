@@ -285,6 +285,26 @@ async fn main() {
             );
         }
     }
+    // STEPKTO_BENCH_PREFILL=N: N cold verdicts stored first (64-batches), for the OpenRLHF
+    // pattern on a cache that already holds them
+    let prefill: usize = std::env::var("STEPKTO_BENCH_PREFILL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if prefill > 0 {
+        let ps5 = ps.clone();
+        let body: Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync> = Arc::new(move |i| {
+            let items: Vec<Value> = (0..64)
+                .map(|j| {
+                    let (g, p) = &ps5[(i * 64 + j) % ps5.len()];
+                    json!({"reference": g, "candidate": format!("Prefill {i}-{j}: $\\boxed{{{p}}}$")})
+                })
+                .collect();
+            serde_json::to_vec(&json!({"items": items})).unwrap()
+        });
+        let r = drive(a, "/v1/verify", 16, prefill.div_ceil(64), body).await;
+        row("prefill 64-batch, cold", 16, 64, &r);
+    }
     // OpenRLHF: one sample per request, many at once
     let ps4 = ps.clone();
     let body: Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync> = Arc::new(move |i| {

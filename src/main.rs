@@ -3,6 +3,9 @@
 use clap::Parser;
 use stepkto::config::{Cli, Command};
 
+#[global_allocator]
+static GLOBAL: stepkto::model::cpu::alloc::SplitAlloc = stepkto::model::cpu::alloc::SplitAlloc;
+
 fn main() -> std::process::ExitCode {
     stepkto::model::cpu::alloc::pin_thread_count();
     stepkto::model::cpu::alloc::retain_freed_blocks();
