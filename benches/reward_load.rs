@@ -226,10 +226,17 @@ async fn main() {
     let mut cold_single_16 = 0.0;
     // STEPKTO_BENCH_ONLY=openrlhf runs the OpenRLHF pattern and the anchor alone
     let only_openrlhf = std::env::var("STEPKTO_BENCH_ONLY").is_ok_and(|v| v == "openrlhf");
-    let conn_counts: &[usize] = if only_openrlhf {
-        &[]
-    } else {
-        &[1, 16, 128, 1024]
+    // STEPKTO_BENCH_CONNS=16,128 runs the /v1/verify scenarios at those counts only
+    let conn_counts: Vec<usize> = match std::env::var("STEPKTO_BENCH_CONNS") {
+        _ if only_openrlhf => vec![],
+        Ok(v) => v
+            .split(',')
+            .map(|c| match c.trim().parse() {
+                Ok(n) if n > 0 => n,
+                _ => panic!("STEPKTO_BENCH_CONNS: {c:?} is not a positive connection count"),
+            })
+            .collect(),
+        Err(_) => vec![1, 16, 128, 1024],
     };
     for (k, &conns) in conn_counts.iter().enumerate() {
         let total = n(2000).max(2 * conns);
