@@ -151,6 +151,27 @@ async fn routes(db: Db) {
         post(a, "/v1/reward", json!({"prompt": "p"})).await.status,
         422
     );
+    // slime's Sample.prompt is `str | list[dict[str, str]]`: chat messages come as they are
+    let chat = json!([
+        {"role": "system", "content": "Reason step by step."},
+        {"role": "user", "content": "What is 1/2 + 1/4?"}]);
+    let r = post(
+        a,
+        "/v1/reward",
+        json!({"prompt": chat, "response": "1/2 + 1/4 = 3/4\nSo \\boxed{3/4}", "label": "3/4", "steps": true}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(r.json()["reward"], 1.0);
+    assert!(r.json()["steps"]["scores"].is_array(), "{:?}", r.json());
+    let r = post(
+        a,
+        "/v1/reward",
+        json!({"prompt": 7, "response": "\\boxed{1}", "label": "1"}),
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    assert!(r.json()["error"].as_str().unwrap().contains("prompt"));
 
     // NeMo Gym: the request comes back with the reward added
     let nemo = json!({
@@ -187,6 +208,18 @@ async fn routes(db: Db) {
             .unwrap()
             .contains("response.output")
     );
+    // `input` may be a plain string, and message content a list of input_text parts
+    let mut plain = nemo.clone();
+    plain["responses_create_params"]["input"] = json!("What is 1/2 + 1/4?");
+    plain["steps"] = json!(true);
+    let r = post(a, "/verify", plain).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(r.json()["reward"], 1.0);
+    assert!(r.json()["step_scores"]["scores"].is_array());
+    let mut parts = nemo.clone();
+    parts["responses_create_params"]["input"][1]["content"] =
+        json!([{"type": "input_text", "text": "What is 1/2 + 1/4?"}]);
+    assert_eq!(post(a, "/verify", parts).await.json()["reward"], 1.0);
     let mut none = nemo.clone();
     none.as_object_mut().unwrap().remove("expected_answer");
     assert_eq!(post(a, "/verify", none).await.status, 422);

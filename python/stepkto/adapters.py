@@ -43,6 +43,12 @@ def _text(completion: Any) -> str:
     return str(completion)
 
 
+def _label(r: Any) -> Any:
+    """A reference answer as JSON: numbers and None as they are (the server reads 3 as "3"
+    and None as no reference), anything else as its text."""
+    return r if r is None or isinstance(r, (str, int, float)) else str(r)
+
+
 class TRLReward:
     """A picklable TRL reward function: the HTTP client is made in each process on first
     use and never pickled. `solution_column` names the reference-answer column."""
@@ -70,12 +76,21 @@ class TRLReward:
         if refs is None:
             raise KeyError(f"the dataset has no {self.solution_column!r} column (the reference answers); "
                            f"name it with TRLReward(solution_column=...)")
-        body = {"query": [_text(c) for c in completions], "labels": [str(r) for r in refs]}
-        rewards: list = []
-        for i in range(0, len(completions), self.batch):
-            part = {k: v[i:i + self.batch] for k, v in body.items()}
-            rewards.extend(self._c().post("/get_reward", part)["rewards"])
-        return [float(r) for r in rewards]
+        if len(refs) != len(completions):
+            raise ValueError(f"{len(refs)} {self.solution_column!r} values for {len(completions)} completions")
+        body = {"query": [_text(c) for c in completions], "labels": [_label(r) for r in refs]}
+        n = max(1, self.batch)
+        parts = [{k: v[i:i + n] for k, v in body.items()} for i in range(0, len(completions), n)]
+        client = self._c()
+        if len(parts) <= 1 or self.concurrency <= 1:
+            answers = [client.post("/get_reward", p) for p in parts]
+        else:
+            # httpx.Client is thread-safe; at most `concurrency` chunks in flight, in order
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                answers = list(pool.map(lambda p: client.post("/get_reward", p), parts))
+        return [float(r) for a in answers for r in a["rewards"]]
 
 
 _shared: dict = {}

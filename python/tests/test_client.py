@@ -90,6 +90,15 @@ def test_trl_reward_strings_chats_and_pickling(server):
     assert h(prompts=prompts, completions=strings, answer=["4", "6"]) == [1.0, 0.0]
     with pytest.raises(KeyError):
         h(prompts=prompts, completions=strings, solution=["4", "6"])
+    # a MATH-style solution column (a worked solution with its box) and numeric answers;
+    # several chunks in flight at once come back in order
+    k = TRLReward(batch=8, concurrency=3)
+    worked = "We add: $2 + 2 = 4$, so the answer is $\\boxed{4}$."
+    many = k(prompts=["p"] * 30, completions=["\\boxed{4}", "\\boxed{4}", "\\boxed{5}"] * 10,
+             solution=[worked, 4, 4] * 10)
+    assert many == [1.0, 1.0, 0.0] * 10
+    with pytest.raises(ValueError):
+        k(prompts=prompts, completions=strings, solution=["4"])
 
 
 def test_verl_compute_score(server):

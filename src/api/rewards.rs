@@ -278,13 +278,47 @@ fn last_turn(q: &str) -> &str {
         .map_or(q, |i| &q[i..])
 }
 
+/// The text of a chat message's `content`: a string, or the `text` of each part of a
+/// content list (`text`, `input_text`, `output_text`; images and the rest carry none).
+fn content_text(c: &Value) -> String {
+    match c {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// A prompt as frameworks send it: a string, or a list of chat messages (slime's
+/// `Sample.prompt`, NeMo Gym's `input`), whose last user turn is the problem.
+fn prompt_text(field: &str, v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(msgs) => Ok(msgs
+            .iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .and_then(|m| m.get("content"))
+            .map(content_text)
+            .unwrap_or_default()),
+        _ => Err(bad(field, "a string or a list of chat messages")),
+    }
+}
+
 // ---------- one sample: slime's remote_rm and any client ----------
 
 /// One sample, as slime's `remote_rm` posts it: `{"prompt", "response", "label"}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RewardRequest {
+    /// The problem: a string, or chat messages (slime's `Sample.prompt` is either); the
+    /// last user turn of a list is what the step judge reads.
     #[serde(default)]
-    pub prompt: String,
+    #[schema(value_type = Object)]
+    pub prompt: Value,
     pub response: String,
     /// The reference answer.
     #[schema(value_type = Object)]
@@ -329,7 +363,11 @@ pub async fn reward(
     let req: RewardRequest = super::error::parse_json(&body?)?;
     let mut scored = score(
         &st,
-        vec![(req.prompt, req.response, label_text(&req.label))],
+        vec![(
+            prompt_text("prompt", &req.prompt)?,
+            req.response,
+            label_text(&req.label),
+        )],
         &req.steps,
     )
     .await?;
@@ -400,22 +438,14 @@ pub async fn nemo_verify(
         "step_threshold": obj.get("step_threshold").cloned(),
     }))
     .map_err(|e| bad("steps", e))?;
-    // the problem for the step judge: the last user message of the request, when given
-    let problem = obj
+    // the problem for the step judge: the request's input (a string, or its last user turn)
+    let problem = match obj
         .get("responses_create_params")
         .and_then(|p| p.get("input"))
-        .and_then(Value::as_array)
-        .and_then(|msgs| {
-            msgs.iter()
-                .rev()
-                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        })
-        .and_then(|m| m.get("content"))
-        .map(|c| match c {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .unwrap_or_default();
+    {
+        Some(input) => prompt_text("responses_create_params.input", input)?,
+        None => String::new(),
+    };
     let mut scored = score(&st, vec![(problem, text, expected)], &opt).await?;
     let s = scored.pop().expect("one sample");
     let o = v.as_object_mut().expect("checked above");
