@@ -260,16 +260,22 @@ pub async fn get_reward(
     }))
 }
 
-/// Where the assistant's last turn starts in a decoded chat (ChatML, Llama 3, Mistral and
-/// Gemma templates); the whole text when none of them is there. Without it the checker
-/// would read the prompt's turns too, and it ignores everything after a turn marker.
+/// Where the assistant's last turn starts in a decoded chat (ChatML, Llama 3, Mistral,
+/// Gemma, DeepSeek, Phi-3 / GLM and gpt-oss templates); the whole text when none of them is
+/// there. Without it the checker would read the prompt's turns too (worked examples with
+/// their own boxed answers), and it ignores everything after a turn marker.
 fn last_turn(q: &str) -> &str {
-    const STARTS: [&str; 5] = [
-        "<|im_start|>assistant\n",
+    const STARTS: [&str; 8] = [
         "<|im_start|>assistant",
         "<|start_header_id|>assistant<|end_header_id|>",
         "[/INST]",
         "<start_of_turn>model",
+        // DeepSeek-V3 / R1: fullwidth bars, not ASCII ones
+        "<\u{ff5c}Assistant\u{ff5c}>",
+        "<|assistant|>",
+        "<|start|>assistant",
+        // gpt-oss: the answer channel after the analysis one
+        "<|channel|>final<|message|>",
     ];
     STARTS
         .iter()
@@ -456,4 +462,53 @@ pub async fn nemo_verify(
         o.insert("step_scores".into(), steps);
     }
     Ok(Json(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_turn;
+
+    #[test]
+    fn the_last_assistant_turn_of_each_template() {
+        let cases = [
+            (
+                "<|im_start|>user\n3+4=\\boxed{7}. 1+1?<|im_end|>\n<|im_start|>assistant\nIt is \\boxed{2}",
+                "\nIt is \\boxed{2}",
+            ),
+            (
+                "<|start_header_id|>user<|end_header_id|>\n\\boxed{7}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\\boxed{2}",
+                "\n\\boxed{2}",
+            ),
+            ("[INST] \\boxed{7} [/INST] \\boxed{2}", " \\boxed{2}"),
+            (
+                "<start_of_turn>user\n\\boxed{7}<end_of_turn>\n<start_of_turn>model\n\\boxed{2}",
+                "\n\\boxed{2}",
+            ),
+            (
+                "<\u{ff5c}User\u{ff5c}>\\boxed{7}<\u{ff5c}Assistant\u{ff5c}><think>x</think>\\boxed{2}",
+                "<think>x</think>\\boxed{2}",
+            ),
+            (
+                "<|user|>\n\\boxed{7}<|end|>\n<|assistant|>\n\\boxed{2}",
+                "\n\\boxed{2}",
+            ),
+            (
+                "<|start|>user<|message|>\\boxed{7}<|end|><|start|>assistant<|channel|>analysis<|message|>maybe \\boxed{3}<|end|><|start|>assistant<|channel|>final<|message|>\\boxed{2}",
+                "\\boxed{2}",
+            ),
+            // several turns: the last one counts
+            (
+                "<|im_start|>assistant\n\\boxed{7}<|im_end|><|im_start|>user\nagain<|im_end|><|im_start|>assistant\n\\boxed{2}",
+                "\n\\boxed{2}",
+            ),
+            // no template: the whole text
+            (
+                "Problem: 1+1. Answer: \\boxed{2}",
+                "Problem: 1+1. Answer: \\boxed{2}",
+            ),
+        ];
+        for (q, want) in cases {
+            assert_eq!(last_turn(q), want, "{q}");
+        }
+    }
 }
