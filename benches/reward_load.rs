@@ -206,7 +206,17 @@ async fn main() {
         "2048".into(),
     ]
     .to_vec();
-    let mut s = common::bin::start(&dir.join("server.log"), common::bin::free_port(), &args).await;
+    // STEPKTO_BENCH_BIN: another build of the server (an earlier commit's, for an A/B of
+    // two builds under the same driver on the same machine)
+    let bin = std::env::var("STEPKTO_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_stepkto").to_string());
+    assert!(
+        std::path::Path::new(&bin).is_file(),
+        "STEPKTO_BENCH_BIN: {bin} is not a file"
+    );
+    let log = dir.join("server.log");
+    let port = common::bin::free_port();
+    let mut s = common::bin::start_bin(std::path::Path::new(&bin), &log, port, &args).await;
     let a = s.addr;
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpu
@@ -215,7 +225,7 @@ async fn main() {
         .unwrap_or("?")
         .to_string();
     println!(
-        "reward load bench: {model}; {} cores; loopback, SQLite cache",
+        "reward load bench: {model}; {} cores; loopback, SQLite cache; server {bin}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(

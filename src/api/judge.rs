@@ -303,10 +303,11 @@ pub async fn judge(
                     )
                 },
                 deadline,
+                &st.checkers,
             )
             .await?
         }
-        Some(b) => prm_judge(b, todo, threshold, budget, deadline).await?,
+        Some(b) => prm_judge(b, todo, threshold, budget, deadline, &st.checkers).await?,
     };
     let mut fresh: std::collections::HashMap<usize, Result<JudgeResult, ApiError>> =
         computed.into_iter().collect();
@@ -399,6 +400,7 @@ async fn prm_judge(
     threshold: f64,
     budget: crate::outcome::Budget,
     deadline_ms: u64,
+    permits: &Arc<tokio::sync::Semaphore>,
 ) -> Result<Vec<Outcome>, ApiError> {
     let deadline = Instant::now() + Duration::from_millis(deadline_ms);
     let prm = b.clone();
@@ -411,6 +413,7 @@ async fn prm_judge(
             (i, tok, sym)
         },
         deadline_ms,
+        permits,
     )
     .await?;
     let toks: Vec<Tokenized> = prepared

@@ -48,6 +48,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Bounds concurrent verify work; a request that finds no permit gets 429.
     pub inflight: Arc<Semaphore>,
+    /// Bounds blocking-pool jobs at once (`Limits::check_workers`); more wait in turn.
+    pub checkers: Arc<Semaphore>,
     pub started: Instant,
     /// Loaded PRMs (the symbolic judge is always available besides them).
     pub judges: Judges,
@@ -124,6 +126,7 @@ impl AppState {
             cache_reads: work::CacheReader::default(),
             store,
             inflight: Arc::new(Semaphore::new(limits.max_inflight)),
+            checkers: Arc::new(Semaphore::new(limits.check_workers.max(1))),
             limits,
             metrics: Metrics::default(),
             started: Instant::now(),

@@ -62,6 +62,9 @@ pub struct LimitsInfo {
     /// A lone check's clock on the async thread, in microseconds (0: none).
     #[serde(default)]
     pub inline_check_us: u64,
+    /// Blocking-pool jobs computed at once (`--check-workers`).
+    #[serde(default)]
+    pub check_workers: usize,
     #[schema(value_type = Object)]
     pub budget: Budget,
     /// What the reward routes answer per verdict.
@@ -122,6 +125,7 @@ pub async fn info(State(st): State<Arc<AppState>>) -> Json<Info> {
             request_timeout_ms: l.request_timeout_ms,
             max_inflight: l.max_inflight,
             inline_check_us: l.inline_check_us,
+            check_workers: l.check_workers,
             budget: l.budget,
             rewards: l.rewards,
         },

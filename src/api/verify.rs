@@ -241,6 +241,7 @@ pub(crate) async fn verify_items(
                     (i, outcome::check(&r, &c, mode, &opts, &budget))
                 },
                 st.limits.request_timeout_ms,
+                &st.checkers,
             )
             .await?
         }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
+
 use super::AppState;
 use super::error::ApiError;
 use super::metrics::Metrics;
@@ -248,10 +250,17 @@ fn cores() -> usize {
 }
 
 /// Run `f` over `jobs` on the blocking pool, split across cores, results in job order; `f`
-/// gets the request's deadline (for [`clipped`]). Past `deadline_ms` the request fails with
-/// 504 and the remaining jobs are skipped; if the client goes away, axum drops this future
-/// and the remaining jobs are skipped too.
-pub async fn on_workers<J, O, F>(jobs: Vec<J>, f: F, deadline_ms: u64) -> Result<Vec<O>, ApiError>
+/// gets the request's deadline (for [`clipped`]). Each share takes one of `permits` (the
+/// server's `--check-workers`) before it gets a thread, so concurrent requests queue for
+/// the cores instead of each taking threads of its own. Past `deadline_ms` (waiting
+/// included) the request fails with 504 and the remaining jobs are skipped; if the client
+/// goes away, axum drops this future and the remaining jobs are skipped too.
+pub async fn on_workers<J, O, F>(
+    jobs: Vec<J>,
+    f: F,
+    deadline_ms: u64,
+    permits: &Arc<Semaphore>,
+) -> Result<Vec<O>, ApiError>
 where
     J: Send + 'static,
     O: Send + 'static,
@@ -264,39 +273,102 @@ where
     let workers = cores().min(n.max(1));
     let chunk = n.div_ceil(workers).max(1);
     let f = Arc::new(f);
-    let mut handles = Vec::new();
+    // one future per share, all polled at once: a request's shares queue for permits side
+    // by side, so requests finish in the order they came instead of all near the end
+    let mut shares = Vec::new();
     let mut jobs = jobs.into_iter();
     loop {
         let part: Vec<J> = jobs.by_ref().take(chunk).collect();
         if part.is_empty() {
             break;
         }
-        let (cancel, f) = (cancel.clone(), f.clone());
-        handles.push(tokio::task::spawn_blocking(move || {
-            let mut out = Vec::with_capacity(part.len());
-            for j in part {
-                if cancel.load(Ordering::Relaxed) {
-                    break;
+        let (cancel, f, permits) = (cancel.clone(), f.clone(), permits.clone());
+        shares.push(async move {
+            let permit = (permits.acquire_owned().await)
+                .map_err(|_| ApiError::Internal("the check permits are closed".into()))?;
+            let h = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let mut out = Vec::with_capacity(part.len());
+                for j in part {
+                    if cancel.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    out.push(f(j, deadline));
                 }
-                out.push(f(j, deadline));
-            }
-            out
-        }));
+                out
+            });
+            h.await
+                .map_err(|e| ApiError::Internal(format!("worker failed: {e}")))
+        });
     }
     let all = async {
-        let mut out = Vec::with_capacity(n);
-        for h in handles {
-            out.extend(h.await?);
-        }
-        Ok::<_, tokio::task::JoinError>(out)
+        let parts = futures_util::future::try_join_all(shares).await?;
+        Ok::<_, ApiError>(parts.into_iter().flatten().collect::<Vec<O>>())
     };
     match tokio::time::timeout(Duration::from_millis(deadline_ms), all).await {
         Ok(Ok(v)) if v.len() == n => Ok(v),
         Ok(Ok(_)) => Err(ApiError::Timeout(deadline_ms)),
-        Ok(Err(e)) => Err(ApiError::Internal(format!("worker failed: {e}"))),
+        Ok(Err(e)) => Err(e),
         Err(_) => {
             cancel.store(true, Ordering::Relaxed);
             Err(ApiError::Timeout(deadline_ms))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use super::on_workers;
+    use crate::api::error::ApiError;
+
+    /// The permits bound the blocking-pool shares of all requests together, and each
+    /// request still gets its results in job order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn permits_bound_the_shares_of_concurrent_requests() {
+        let permits = Arc::new(Semaphore::new(2));
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut reqs = Vec::new();
+        for r in 0..8usize {
+            let (now, most, permits) = (now.clone(), most.clone(), permits.clone());
+            reqs.push(tokio::spawn(async move {
+                let jobs: Vec<usize> = (0..6).map(|j| r * 100 + j).collect();
+                let f = move |j: usize, _| {
+                    let k = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(k, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(5));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    j
+                };
+                on_workers(jobs, f, 10_000, &permits).await
+            }));
+        }
+        for (r, h) in reqs.into_iter().enumerate() {
+            let out = h.await.unwrap().unwrap();
+            assert_eq!(out, (0..6).map(|j| r * 100 + j).collect::<Vec<_>>());
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&most), "{most} jobs ran at once");
+        assert_eq!(permits.available_permits(), 2, "every permit came back");
+    }
+
+    /// Waiting for a permit counts against the request's deadline: 504, and the held
+    /// permit's owner is unaffected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_for_a_permit_times_out() {
+        let permits = Arc::new(Semaphore::new(1));
+        let held = permits.clone().acquire_owned().await.unwrap();
+        let t0 = std::time::Instant::now();
+        let r = on_workers(vec![1, 2, 3], |j: i32, _| j, 50, &permits).await;
+        assert!(matches!(r, Err(ApiError::Timeout(50))), "{:?}", r.err());
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        drop(held);
+        let r = on_workers(vec![1, 2, 3], |j: i32, _| j * 2, 1_000, &permits).await;
+        assert_eq!(r.unwrap(), vec![2, 4, 6]);
     }
 }

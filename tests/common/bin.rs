@@ -22,14 +22,19 @@ pub fn free_port() -> u16 {
 }
 
 /// `stepkto serve` on `port` with `args`, its log appended to `log`.
-#[allow(clippy::zombie_processes)] // every Server is killed and waited for by `kill`
 pub async fn start(log: &Path, port: u16, args: &[String]) -> Server {
+    start_bin(Path::new(env!("CARGO_BIN_EXE_stepkto")), log, port, args).await
+}
+
+/// `start` with another build of the binary (a bench comparing two commits in one run).
+#[allow(clippy::zombie_processes)] // every Server is killed and waited for by `kill`
+pub async fn start_bin(bin: &Path, log: &Path, port: u16, args: &[String]) -> Server {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_stepkto"))
+    let child = Command::new(bin)
         .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
         .args(args)
         .stderr(log)
