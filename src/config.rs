@@ -271,7 +271,8 @@ pub struct ServeArgs {
     /// Shares of a request's checks (and symbolic step judgements) computed at once on the
     /// blocking pool (0: two per core). More wait their turn instead of each taking a
     /// thread: 128 concurrent 64-item batches on two cores were 256 threads fighting for
-    /// them, at two thirds of the throughput.
+    /// them, at two thirds of the throughput. A share gives its permit back every 5 ms and
+    /// queues again, so slow inputs cannot hold the permits for a whole request.
     #[arg(long, env = "STEPKTO_CHECK_WORKERS", default_value_t = 0)]
     pub check_workers: usize,
     /// The reward routes' number for a right final answer.
@@ -548,7 +549,7 @@ pub struct Limits {
     pub max_inflight: usize,
     /// Clock for a lone check on the async thread (`--inline-check-us`; 0: none).
     pub inline_check_us: u64,
-    /// Blocking-pool jobs (a share of a batch's checks) run at once (`--check-workers`).
+    /// Shares of requests' checks run at once on the blocking pool (`--check-workers`).
     pub check_workers: usize,
     pub budget: Budget,
     pub options: Options,

@@ -62,7 +62,7 @@ pub struct LimitsInfo {
     /// A lone check's clock on the async thread, in microseconds (0: none).
     #[serde(default)]
     pub inline_check_us: u64,
-    /// Blocking-pool jobs computed at once (`--check-workers`).
+    /// Shares of requests' checks computed at once on the blocking pool (`--check-workers`).
     #[serde(default)]
     pub check_workers: usize,
     #[schema(value_type = Object)]

@@ -249,10 +249,17 @@ fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// How long a share of a request's jobs holds its permit before it queues again (past the
+/// job running when the slice ends). Longer than a typical 64-item batch's share takes
+/// (about 3 ms cold), so ordinary requests still finish in arrival order; short enough that
+/// a hop to the blocking pool per slice costs well under 1%.
+const SLICE: Duration = Duration::from_millis(5);
+
 /// Run `f` over `jobs` on the blocking pool, split across cores, results in job order; `f`
 /// gets the request's deadline (for [`clipped`]). Each share takes one of `permits` (the
 /// server's `--check-workers`) before it gets a thread, so concurrent requests queue for
-/// the cores instead of each taking threads of its own. Past `deadline_ms` (waiting
+/// the cores instead of each taking threads of its own, and gives it back after each
+/// [`SLICE`] to queue again behind the others. Past `deadline_ms` (waiting
 /// included) the request fails with 504 and the remaining jobs are skipped; if the client
 /// goes away, axum drops this future and the remaining jobs are skipped too.
 pub async fn on_workers<J, O, F>(
@@ -284,21 +291,31 @@ where
         }
         let (cancel, f, permits) = (cancel.clone(), f.clone(), permits.clone());
         shares.push(async move {
-            let permit = (permits.acquire_owned().await)
-                .map_err(|_| ApiError::Internal("the check permits are closed".into()))?;
-            let h = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                let mut out = Vec::with_capacity(part.len());
-                for j in part {
-                    if cancel.load(Ordering::Relaxed) {
-                        break;
+            let mut out = Vec::with_capacity(part.len());
+            let mut rest = part.into_iter();
+            // a slice at a time: a share of slow items (each up to its time budget) goes to
+            // the back of the queue after each one, so it cannot hold a permit for the whole
+            // request while everyone else's checks wait
+            while rest.len() > 0 && !cancel.load(Ordering::Relaxed) {
+                let permit = (permits.clone().acquire_owned().await)
+                    .map_err(|_| ApiError::Internal("the check permits are closed".into()))?;
+                let (cancel, f) = (cancel.clone(), f.clone());
+                let (left, done) = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let t0 = Instant::now();
+                    let mut done = Vec::new();
+                    while t0.elapsed() < SLICE && !cancel.load(Ordering::Relaxed) {
+                        let Some(j) = rest.next() else { break };
+                        done.push(f(j, deadline));
                     }
-                    out.push(f(j, deadline));
-                }
-                out
-            });
-            h.await
-                .map_err(|e| ApiError::Internal(format!("worker failed: {e}")))
+                    (rest, done)
+                })
+                .await
+                .map_err(|e| ApiError::Internal(format!("worker failed: {e}")))?;
+                out.extend(done);
+                rest = left;
+            }
+            Ok::<_, ApiError>(out)
         });
     }
     let all = async {
@@ -355,6 +372,37 @@ mod tests {
         let most = most.load(Ordering::SeqCst);
         assert!((1..=2).contains(&most), "{most} jobs ran at once");
         assert_eq!(permits.available_permits(), 2, "every permit came back");
+    }
+
+    /// A request of slow jobs gives its permit back after each slice: a one-job request
+    /// that comes after it finishes long before it does, not after its last job.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_request_does_not_hold_the_permits() {
+        let permits = Arc::new(Semaphore::new(1));
+        let slow = {
+            let permits = permits.clone();
+            tokio::spawn(async move {
+                let f = |j: usize, _| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    j
+                };
+                let out = on_workers((0..20).collect(), f, 30_000, &permits).await;
+                (out, std::time::Instant::now())
+            })
+        };
+        // the slow request has the permit and a queue of its own shares behind it
+        while permits.available_permits() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let out = on_workers(vec![7], |j: usize, _| j, 30_000, &permits).await;
+        let quick_done = std::time::Instant::now();
+        assert_eq!(out.unwrap(), vec![7]);
+        let (out, slow_done) = slow.await.unwrap();
+        assert_eq!(out.unwrap(), (0..20).collect::<Vec<_>>());
+        assert!(
+            slow_done > quick_done + Duration::from_millis(100),
+            "the one-job request waited for the slow one's 20 jobs"
+        );
     }
 
     /// Waiting for a permit counts against the request's deadline: 504, and the held
